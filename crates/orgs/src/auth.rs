@@ -1,9 +1,11 @@
 //! Turning a presented credential into a [`Principal`], or into a reason for a 401.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kernel::{AccountKind, Principal, PrincipalSource};
+use kernel::{AccountKind, ApiKeyId, Principal, PrincipalSource};
 use subtle::ConstantTimeEq;
 
 use crate::api_keys::{hash_secret, split_key};
@@ -59,15 +61,20 @@ impl AuthFailure {
     }
 }
 
+/// `last_used_at` is written at most this often per key and process, so a busy machine client
+/// costs one query per request, not two.
+const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct Authenticator {
     tokens: Arc<dyn TokenVerifier>,
     directory: Arc<dyn PrincipalDirectory>,
+    touched: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Arc<dyn TokenVerifier>, directory: Arc<dyn PrincipalDirectory>) -> Self {
-        Self { tokens, directory }
+        Self { tokens, directory, touched: Arc::default() }
     }
 
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthFailure> {
@@ -84,6 +91,26 @@ impl Authenticator {
                     .ok_or(AuthFailure::UnknownAccount)
             }
             Credential::ApiKey(key) => self.api_key(key).await,
+        }
+    }
+
+    async fn touch(&self, id: ApiKeyId) {
+        let due = {
+            let now = Instant::now();
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            match touched.get(&id) {
+                Some(at) if now.duration_since(*at) < KEY_TOUCH_INTERVAL => false,
+                _ => {
+                    touched.insert(id, now);
+                    true
+                }
+            }
+        };
+        if due {
+            // Losing a usage timestamp must not fail the request.
+            if let Err(e) = self.directory.mark_key_used(id).await {
+                tracing::warn!(key = %id, error = %e, "could not record API key use");
+            }
         }
     }
 
@@ -105,6 +132,7 @@ impl Authenticator {
         if stored.expires_at.is_some_and(|t| t <= Utc::now()) {
             return Err(AuthFailure::ExpiredKey);
         }
+        self.touch(stored.id).await;
         Ok(Principal {
             account_id: stored.created_by_account_id,
             kind: AccountKind::Member,
@@ -142,6 +170,7 @@ mod tests {
     fn with_key(s: StoredKey) -> Authenticator {
         let mut dir = MockPrincipalDirectory::new();
         dir.expect_key_by_prefix().returning(move |_| Ok(Some(s.clone())));
+        dir.expect_mark_key_used().returning(|_| Ok(()));
         Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir))
     }
 
@@ -153,6 +182,19 @@ mod tests {
         assert_eq!(p.organization_id, OrganizationId(3));
         assert_eq!(p.api_key_id(), Some(ApiKeyId(9)));
         assert_eq!(p.account_id, Some(AccountId(4)));
+    }
+
+    #[tokio::test]
+    async fn key_use_is_recorded_once_per_interval() {
+        let key = generate_key().full;
+        let s = stored(&key, false, None);
+        let mut dir = MockPrincipalDirectory::new();
+        dir.expect_key_by_prefix().returning(move |_| Ok(Some(s.clone())));
+        dir.expect_mark_key_used().times(1).returning(|_| Ok(()));
+        let auth = Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir));
+        for _ in 0..3 {
+            auth.authenticate(Credential::ApiKey(&key)).await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -104,8 +104,10 @@ pub trait AuditRepo: Send + Sync {
 pub trait PrincipalDirectory: Send + Sync {
     /// The live account whose identity-provider id is `auth_user_id`, as a principal.
     async fn by_auth_user(&self, auth_user_id: Uuid) -> Result<Option<Principal>, DomainError>;
-    /// The key with this prefix; marks it used (throttled) in the same round trip.
+    /// The key with this prefix, whatever its state.
     async fn key_by_prefix(&self, prefix: &str) -> Result<Option<StoredKey>, DomainError>;
+    /// Records that the key was used just now.
+    async fn mark_key_used(&self, id: ApiKeyId) -> Result<(), DomainError>;
 }
 
 /// A verified bearer token: who the identity provider says the caller is.
