@@ -270,11 +270,22 @@ const SUPPORT: &[Permission] = &[
     P::MoneyRead,
 ];
 
-const AGENT: &[Permission] =
-    &[P::OrganizationRead, P::GridRead, P::CustomerRead, P::MeterRead, P::TopUpSell];
+const AGENT: &[Permission] = &[
+    P::OrganizationRead,
+    P::GridRead,
+    P::CustomerRead,
+    P::MeterRead,
+    P::TopUpSell,
+];
 
-const CUSTOMER: &[Permission] =
-    &[P::OrganizationRead, P::GridRead, P::CustomerRead, P::MeterRead, P::MoneyRead, P::PayOwn];
+const CUSTOMER: &[Permission] = &[
+    P::OrganizationRead,
+    P::GridRead,
+    P::CustomerRead,
+    P::MeterRead,
+    P::MoneyRead,
+    P::PayOwn,
+];
 
 fn permissions_of(role: Role) -> &'static [Permission] {
     match role {
@@ -303,7 +314,11 @@ pub enum AccountKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalSource {
     /// A dashboard user's JWT, resolved to one of our accounts.
-    Token { member: Option<MemberId>, agent: Option<AgentId>, customer: Option<CustomerId> },
+    Token {
+        member: Option<MemberId>,
+        agent: Option<AgentId>,
+        customer: Option<CustomerId>,
+    },
     /// A machine API key, acting with the key's role for the member that created it.
     ApiKey(ApiKeyId),
 }
@@ -378,7 +393,10 @@ impl Principal {
 
     /// The organization a new resource goes into: the caller's own, or for a platform SUPERADMIN
     /// any organization it names.
-    pub fn target_org(&self, requested: Option<OrganizationId>) -> Result<OrganizationId, DomainError> {
+    pub fn target_org(
+        &self,
+        requested: Option<OrganizationId>,
+    ) -> Result<OrganizationId, DomainError> {
         match requested {
             None => Ok(self.organization_id),
             Some(o) if o == self.organization_id || self.is_platform_superadmin() => Ok(o),
@@ -415,7 +433,11 @@ fn serde_plain_name(p: Permission) -> String {
         .enumerate()
         .flat_map(|(i, c)| {
             let lower = c.to_ascii_lowercase();
-            if c.is_ascii_uppercase() && i > 0 { vec!['_', lower] } else { vec![lower] }
+            if c.is_ascii_uppercase() && i > 0 {
+                vec!['_', lower]
+            } else {
+                vec![lower]
+            }
         })
         .collect()
 }
@@ -478,7 +500,10 @@ mod tests {
     #[test]
     fn read_only_roles_change_nothing() {
         for role in [Role::Developer, Role::Partner] {
-            assert!(role.permissions().iter().all(|p| READS.contains(p)), "{role}");
+            assert!(
+                role.permissions().iter().all(|p| READS.contains(p)),
+                "{role}"
+            );
         }
     }
 
@@ -500,7 +525,10 @@ mod tests {
     fn roles_round_trip_their_names() {
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         assert_eq!(Role::parse("ROOT"), None);
     }
@@ -513,29 +541,50 @@ mod tests {
             role,
             in_platform_org: platform,
             grid_id: None,
-            source: PrincipalSource::Token { member: Some(MemberId(1)), agent: None, customer: None },
+            source: PrincipalSource::Token {
+                member: Some(MemberId(1)),
+                agent: None,
+                customer: None,
+            },
         }
     }
 
     #[test]
     fn scope_is_global_only_for_platform_superadmins() {
         assert_eq!(principal(Role::Superadmin, true).scope(), TenantScope::All);
-        assert_eq!(principal(Role::Superadmin, false).scope(), TenantScope::One(OrganizationId(7)));
-        assert_eq!(principal(Role::Admin, true).scope(), TenantScope::One(OrganizationId(7)));
+        assert_eq!(
+            principal(Role::Superadmin, false).scope(),
+            TenantScope::One(OrganizationId(7))
+        );
+        assert_eq!(
+            principal(Role::Admin, true).scope(),
+            TenantScope::One(OrganizationId(7))
+        );
     }
 
     #[test]
     fn target_org_hides_other_tenants() {
         let admin = principal(Role::Admin, false);
         assert_eq!(admin.target_org(None).unwrap(), OrganizationId(7));
-        assert!(matches!(admin.target_org(Some(OrganizationId(8))), Err(DomainError::NotFound(_))));
+        assert!(matches!(
+            admin.target_org(Some(OrganizationId(8))),
+            Err(DomainError::NotFound(_))
+        ));
         let root = principal(Role::Superadmin, true);
-        assert_eq!(root.target_org(Some(OrganizationId(8))).unwrap(), OrganizationId(8));
+        assert_eq!(
+            root.target_org(Some(OrganizationId(8))).unwrap(),
+            OrganizationId(8)
+        );
     }
 
     #[test]
     fn forbidden_message_names_the_permission() {
-        let err = principal(Role::Developer, false).require(P::GridManage).unwrap_err();
-        assert_eq!(err.to_string(), "role DEVELOPER lacks the permission grid_manage");
+        let err = principal(Role::Developer, false)
+            .require(P::GridManage)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "role DEVELOPER lacks the permission grid_manage"
+        );
     }
 }

@@ -11,7 +11,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +70,11 @@ impl Validator {
     pub fn text(&mut self, field: &str, value: &str, max: usize) -> &mut Self {
         let t = value.trim();
         self.check(!t.is_empty(), field, "must not be empty");
-        self.check(t.chars().count() <= max, field, &format!("must be at most {max} characters"))
+        self.check(
+            t.chars().count() <= max,
+            field,
+            &format!("must be at most {max} characters"),
+        )
     }
 
     pub fn optional_text(&mut self, field: &str, value: Option<&str>, max: usize) -> &mut Self {
@@ -98,7 +105,11 @@ impl Validator {
     pub fn phone(&mut self, field: &str, value: &str) -> &mut Self {
         let digits = value.strip_prefix('+').unwrap_or("");
         let ok = (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
-        self.check(ok, field, "must be an E.164 phone number such as +2348012345678")
+        self.check(
+            ok,
+            field,
+            "must be an E.164 phone number such as +2348012345678",
+        )
     }
 
     pub fn non_negative(&mut self, field: &str, value: Option<i64>) -> &mut Self {
@@ -149,7 +160,10 @@ mod tests {
     #[test]
     fn rejects_bad_emails() {
         for bad in ["a@b", "@b.com", "a@.com", "a@b.", "a b@c.com", "a@b@c.com"] {
-            assert!(Validator::new().email("e", bad).finish().is_err(), "{bad} accepted");
+            assert!(
+                Validator::new().email("e", bad).finish().is_err(),
+                "{bad} accepted"
+            );
         }
     }
 }

@@ -5,7 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 
 /// An amount in the minor unit of some currency (kobo, cents...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 #[schema(value_type = i64)]
 pub struct MinorUnits(pub i64);

@@ -24,7 +24,10 @@ impl Cursor {
         let bad = || DomainError::invalid("cursor", "is not a cursor this API issued");
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let id = text.strip_prefix("v1:").and_then(|n| n.parse::<i64>().ok()).ok_or_else(bad)?;
+        let id = text
+            .strip_prefix("v1:")
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(bad)?;
         Ok(Cursor { after_id: id })
     }
 }
@@ -57,7 +60,10 @@ impl PageRequest {
 
 impl Default for PageRequest {
     fn default() -> Self {
-        Self { limit: DEFAULT_LIMIT, after_id: None }
+        Self {
+            limit: DEFAULT_LIMIT,
+            after_id: None,
+        }
     }
 }
 
@@ -77,11 +83,17 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page { items: rows, next_cursor }
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), next_cursor: self.next_cursor }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
     }
 }
 
@@ -107,10 +119,18 @@ mod tests {
 
     #[test]
     fn page_sets_cursor_only_when_more_rows_exist() {
-        let req = PageRequest { limit: 2, after_id: None };
+        let req = PageRequest {
+            limit: 2,
+            after_id: None,
+        };
         let page = Page::from_rows(vec![1, 2, 3], req, |x| *x);
         assert_eq!(page.items, vec![1, 2]);
-        assert_eq!(Cursor::decode(page.next_cursor.as_deref().unwrap()).unwrap().after_id, 2);
+        assert_eq!(
+            Cursor::decode(page.next_cursor.as_deref().unwrap())
+                .unwrap()
+                .after_id,
+            2
+        );
         let last = Page::from_rows(vec![1, 2], req, |x| *x);
         assert!(last.next_cursor.is_none());
     }

@@ -30,7 +30,10 @@ pub fn generate_key() -> GeneratedKey {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut id);
     rng.fill_bytes(&mut secret);
-    let prefix = format!("{KEY_TAG}_{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let prefix = format!(
+        "{KEY_TAG}_{}",
+        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
     let full = format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(secret));
     GeneratedKey { prefix, full }
 }
@@ -42,7 +45,9 @@ pub fn split_key(key: &str) -> Option<(&str, &str)> {
     let well_formed = id.len() == 12
         && id.bytes().all(|b| b.is_ascii_hexdigit())
         && secret.len() == 43
-        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then(|| (&key[..4 + 12], secret))
 }
 
@@ -69,7 +74,11 @@ impl ApiKeyService {
         Self { repo }
     }
 
-    pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<Page<ApiKey>, DomainError> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        page: PageRequest,
+    ) -> Result<Page<ApiKey>, DomainError> {
         who.require(Permission::ApiKeyManage)?;
         let rows = self.repo.list(who.scope(), page).await?;
         Ok(Page::from_rows(rows, page, |k| k.id.get()))
@@ -77,7 +86,10 @@ impl ApiKeyService {
 
     pub async fn get(&self, who: &Principal, id: ApiKeyId) -> Result<ApiKey, DomainError> {
         who.require(Permission::ApiKeyManage)?;
-        self.repo.get(who.scope(), id).await?.ok_or(DomainError::NotFound("api key"))
+        self.repo
+            .get(who.scope(), id)
+            .await?
+            .ok_or(DomainError::NotFound("api key"))
     }
 
     pub async fn create(
@@ -91,8 +103,16 @@ impl ApiKeyService {
         who.require(Permission::ApiKeyManage)?;
         let mut v = Validator::new();
         v.text("name", name, 100);
-        v.check(role.is_staff(), "role", "an API key takes a staff role, not AGENT or CUSTOMER");
-        v.check(expires_at.is_none_or(|t| t > Utc::now()), "expires_at", "must be in the future");
+        v.check(
+            role.is_staff(),
+            "role",
+            "an API key takes a staff role, not AGENT or CUSTOMER",
+        );
+        v.check(
+            expires_at.is_none_or(|t| t > Utc::now()),
+            "expires_at",
+            "must be in the future",
+        );
         v.finish()?;
         if !who.role.may_grant(role) {
             return Err(DomainError::Forbidden(format!(
@@ -111,16 +131,26 @@ impl ApiKeyService {
             created_by_account_id: who.account_id,
             expires_at,
         };
-        let audit = AuditDraft::by(who, "api_key.created", json!({"name": new.name, "role": role}));
+        let audit = AuditDraft::by(
+            who,
+            "api_key.created",
+            json!({"name": new.name, "role": role}),
+        );
         let key = self.repo.create(new, audit).await?;
-        Ok(IssuedApiKey { key, secret: generated.full })
+        Ok(IssuedApiKey {
+            key,
+            secret: generated.full,
+        })
     }
 
     /// Revocation takes effect on the next request: keys are checked against the store each time.
     pub async fn revoke(&self, who: &Principal, id: ApiKeyId) -> Result<ApiKey, DomainError> {
         who.require(Permission::ApiKeyManage)?;
         let audit = AuditDraft::by(who, "api_key.revoked", json!({}));
-        self.repo.revoke(who.scope(), id, audit).await?.ok_or(DomainError::NotFound("api key"))
+        self.repo
+            .revoke(who.scope(), id, audit)
+            .await?
+            .ok_or(DomainError::NotFound("api key"))
     }
 }
 
@@ -138,7 +168,11 @@ mod tests {
             role,
             in_platform_org: false,
             grid_id: None,
-            source: PrincipalSource::Token { member: Some(MemberId(1)), agent: None, customer: None },
+            source: PrincipalSource::Token {
+                member: Some(MemberId(1)),
+                agent: None,
+                customer: None,
+            },
         }
     }
 
@@ -172,7 +206,10 @@ mod tests {
             })
         });
         let svc = ApiKeyService::new(Arc::new(repo));
-        let issued = svc.create(&member(Role::Admin), "yeti", Role::Service, None, None).await.unwrap();
+        let issued = svc
+            .create(&member(Role::Admin), "yeti", Role::Service, None, None)
+            .await
+            .unwrap();
         assert!(issued.secret.starts_with(&issued.key.prefix));
         assert_eq!(issued.key.organization_id, OrganizationId(5));
     }
@@ -180,11 +217,23 @@ mod tests {
     #[tokio::test]
     async fn nobody_mints_a_key_above_their_role() {
         let svc = ApiKeyService::new(Arc::new(MockApiKeyRepo::new()));
-        let err = svc.create(&member(Role::Admin), "x", Role::Superadmin, None, None).await.unwrap_err();
+        let err = svc
+            .create(&member(Role::Admin), "x", Role::Superadmin, None, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::Forbidden(_)));
-        let err = svc.create(&member(Role::Manager), "x", Role::Tech, None, None).await.unwrap_err();
-        assert!(matches!(err, DomainError::Forbidden(_)), "managers do not manage keys");
-        let err = svc.create(&member(Role::Admin), " ", Role::Customer, None, None).await.unwrap_err();
+        let err = svc
+            .create(&member(Role::Manager), "x", Role::Tech, None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DomainError::Forbidden(_)),
+            "managers do not manage keys"
+        );
+        let err = svc
+            .create(&member(Role::Admin), " ", Role::Customer, None, None)
+            .await
+            .unwrap_err();
         match err {
             DomainError::Validation(errs) => assert_eq!(errs.len(), 2),
             other => panic!("{other:?}"),

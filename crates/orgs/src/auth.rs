@@ -74,7 +74,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(tokens: Arc<dyn TokenVerifier>, directory: Arc<dyn PrincipalDirectory>) -> Self {
-        Self { tokens, directory, touched: Arc::default() }
+        Self {
+            tokens,
+            directory,
+            touched: Arc::default(),
+        }
     }
 
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthFailure> {
@@ -123,7 +127,11 @@ impl Authenticator {
             .map_err(|_| AuthFailure::Unavailable)?
             .ok_or(AuthFailure::UnknownKey)?;
         // Compare hashes in constant time so timing reveals nothing about the stored secret.
-        if !bool::from(hash_secret(key).as_slice().ct_eq(stored.secret_hash.as_slice())) {
+        if !bool::from(
+            hash_secret(key)
+                .as_slice()
+                .ct_eq(stored.secret_hash.as_slice()),
+        ) {
             return Err(AuthFailure::UnknownKey);
         }
         if stored.revoked {
@@ -169,7 +177,8 @@ mod tests {
 
     fn with_key(s: StoredKey) -> Authenticator {
         let mut dir = MockPrincipalDirectory::new();
-        dir.expect_key_by_prefix().returning(move |_| Ok(Some(s.clone())));
+        dir.expect_key_by_prefix()
+            .returning(move |_| Ok(Some(s.clone())));
         dir.expect_mark_key_used().returning(|_| Ok(()));
         Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir))
     }
@@ -177,7 +186,10 @@ mod tests {
     #[tokio::test]
     async fn a_good_key_acts_with_its_role_in_its_org() {
         let key = generate_key().full;
-        let p = with_key(stored(&key, false, Some(60))).authenticate(Credential::ApiKey(&key)).await.unwrap();
+        let p = with_key(stored(&key, false, Some(60)))
+            .authenticate(Credential::ApiKey(&key))
+            .await
+            .unwrap();
         assert_eq!(p.role, Role::Tech);
         assert_eq!(p.organization_id, OrganizationId(3));
         assert_eq!(p.api_key_id(), Some(ApiKeyId(9)));
@@ -189,7 +201,8 @@ mod tests {
         let key = generate_key().full;
         let s = stored(&key, false, None);
         let mut dir = MockPrincipalDirectory::new();
-        dir.expect_key_by_prefix().returning(move |_| Ok(Some(s.clone())));
+        dir.expect_key_by_prefix()
+            .returning(move |_| Ok(Some(s.clone())));
         dir.expect_mark_key_used().times(1).returning(|_| Ok(()));
         let auth = Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir));
         for _ in 0..3 {
@@ -201,14 +214,23 @@ mod tests {
     async fn revoked_expired_and_wrong_secrets_are_refused() {
         let key = generate_key().full;
         let auth = with_key(stored(&key, true, None));
-        assert_eq!(auth.authenticate(Credential::ApiKey(&key)).await, Err(AuthFailure::RevokedKey));
+        assert_eq!(
+            auth.authenticate(Credential::ApiKey(&key)).await,
+            Err(AuthFailure::RevokedKey)
+        );
         let auth = with_key(stored(&key, false, Some(-1)));
-        assert_eq!(auth.authenticate(Credential::ApiKey(&key)).await, Err(AuthFailure::ExpiredKey));
+        assert_eq!(
+            auth.authenticate(Credential::ApiKey(&key)).await,
+            Err(AuthFailure::ExpiredKey)
+        );
         // Same prefix, different secret.
         let (prefix, _) = split_key(&key).unwrap();
         let forged = format!("{prefix}_{}", "A".repeat(43));
         let auth = with_key(stored(&key, false, None));
-        assert_eq!(auth.authenticate(Credential::ApiKey(&forged)).await, Err(AuthFailure::UnknownKey));
+        assert_eq!(
+            auth.authenticate(Credential::ApiKey(&forged)).await,
+            Err(AuthFailure::UnknownKey)
+        );
     }
 
     #[tokio::test]
@@ -216,8 +238,17 @@ mod tests {
         let mut dir = MockPrincipalDirectory::new();
         dir.expect_key_by_prefix().never();
         let auth = Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir));
-        for bad in ["", "abc", "tmt_short", "sk_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
-            assert_eq!(auth.authenticate(Credential::ApiKey(bad)).await, Err(AuthFailure::MalformedKey), "{bad}");
+        for bad in [
+            "",
+            "abc",
+            "tmt_short",
+            "sk_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
+            assert_eq!(
+                auth.authenticate(Credential::ApiKey(bad)).await,
+                Err(AuthFailure::MalformedKey),
+                "{bad}"
+            );
         }
     }
 
@@ -227,7 +258,9 @@ mod tests {
         let mut tokens = MockTokenVerifier::new();
         tokens.expect_verify().returning(move |t| match t {
             "good" => Ok(TokenSubject { auth_user_id: uid }),
-            "stranger" => Ok(TokenSubject { auth_user_id: Uuid::nil() }),
+            "stranger" => Ok(TokenSubject {
+                auth_user_id: Uuid::nil(),
+            }),
             _ => Err(TokenRejection::Invalid("expired")),
         });
         let mut dir = MockPrincipalDirectory::new();
@@ -239,12 +272,25 @@ mod tests {
                 role: Role::Admin,
                 in_platform_org: false,
                 grid_id: None,
-                source: PrincipalSource::Token { member: Some(MemberId(1)), agent: None, customer: None },
+                source: PrincipalSource::Token {
+                    member: Some(MemberId(1)),
+                    agent: None,
+                    customer: None,
+                },
             }))
         });
         let auth = Authenticator::new(Arc::new(tokens), Arc::new(dir));
-        assert_eq!(auth.authenticate(Credential::Bearer("good")).await.unwrap().role, Role::Admin);
-        assert_eq!(auth.authenticate(Credential::Bearer("stranger")).await, Err(AuthFailure::UnknownAccount));
+        assert_eq!(
+            auth.authenticate(Credential::Bearer("good"))
+                .await
+                .unwrap()
+                .role,
+            Role::Admin
+        );
+        assert_eq!(
+            auth.authenticate(Credential::Bearer("stranger")).await,
+            Err(AuthFailure::UnknownAccount)
+        );
         assert_eq!(
             auth.authenticate(Credential::Bearer("old")).await,
             Err(AuthFailure::InvalidToken("expired"))

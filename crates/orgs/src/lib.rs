@@ -8,9 +8,9 @@ pub mod audit;
 pub mod auth;
 pub mod identity;
 pub mod model;
+pub mod organizations;
 pub mod people;
 pub mod ports;
-pub mod organizations;
 
 pub use api_keys::{ApiKeyService, IssuedApiKey};
 pub use audit::AuditService;

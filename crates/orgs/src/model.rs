@@ -27,7 +27,9 @@ impl OrganizationType {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::SolarDeveloper, Self::Lender, Self::DataAggregator].into_iter().find(|t| t.as_str() == s)
+        [Self::SolarDeveloper, Self::Lender, Self::DataAggregator]
+            .into_iter()
+            .find(|t| t.as_str() == s)
     }
 }
 
@@ -309,6 +311,11 @@ impl AuditDraft {
 
     /// A change made by the system itself (bootstrap, migrations).
     pub fn system(action: &'static str, details: serde_json::Value) -> Self {
-        Self { actor_account_id: None, actor_api_key_id: None, action, details }
+        Self {
+            actor_account_id: None,
+            actor_api_key_id: None,
+            action,
+            details,
+        }
     }
 }

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use kernel::{DomainError, OrganizationId, Page, PageRequest, Permission, Principal, TenantScope, Validator};
+use kernel::{
+    DomainError, OrganizationId, Page, PageRequest, Permission, Principal, TenantScope, Validator,
+};
 use serde_json::json;
 
 use crate::model::{AuditDraft, Organization, OrganizationFields};
@@ -11,7 +13,11 @@ pub struct OrganizationService {
     repo: Arc<dyn OrganizationRepo>,
 }
 
-pub(crate) fn validate_contact(v: &mut Validator, email: Option<&Option<String>>, phone: Option<&Option<String>>) {
+pub(crate) fn validate_contact(
+    v: &mut Validator,
+    email: Option<&Option<String>>,
+    phone: Option<&Option<String>>,
+) {
     if let Some(Some(e)) = email {
         v.email("email", e);
     }
@@ -30,7 +36,10 @@ fn validate(fields: &OrganizationFields, creating: bool) -> Result<(), DomainErr
             v.check(!creating, "name", "is required");
         }
     }
-    for (field, value) in [("formal_name", &fields.formal_name), ("address", &fields.address)] {
+    for (field, value) in [
+        ("formal_name", &fields.formal_name),
+        ("address", &fields.address),
+    ] {
         if let Some(Some(t)) = value {
             v.text(field, t, 500);
         }
@@ -44,19 +53,34 @@ impl OrganizationService {
         Self { repo }
     }
 
-    pub async fn list(&self, who: &Principal, page: PageRequest) -> Result<Page<Organization>, DomainError> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        page: PageRequest,
+    ) -> Result<Page<Organization>, DomainError> {
         who.require(Permission::OrganizationRead)?;
         let rows = self.repo.list(who.scope(), page).await?;
         Ok(Page::from_rows(rows, page, |o| o.id.get()))
     }
 
-    pub async fn get(&self, who: &Principal, id: OrganizationId) -> Result<Organization, DomainError> {
+    pub async fn get(
+        &self,
+        who: &Principal,
+        id: OrganizationId,
+    ) -> Result<Organization, DomainError> {
         who.require(Permission::OrganizationRead)?;
-        self.repo.get(who.scope(), id).await?.ok_or(DomainError::NotFound("organization"))
+        self.repo
+            .get(who.scope(), id)
+            .await?
+            .ok_or(DomainError::NotFound("organization"))
     }
 
     /// Only the platform organization's SUPERADMINs create tenants.
-    pub async fn create(&self, who: &Principal, fields: OrganizationFields) -> Result<Organization, DomainError> {
+    pub async fn create(
+        &self,
+        who: &Principal,
+        fields: OrganizationFields,
+    ) -> Result<Organization, DomainError> {
         who.require(Permission::OrganizationCreate)?;
         if !who.is_platform_superadmin() {
             return Err(DomainError::Forbidden(
@@ -77,7 +101,10 @@ impl OrganizationService {
         who.require(Permission::OrganizationManage)?;
         validate(&fields, false)?;
         let audit = AuditDraft::by(who, "organization.updated", changed_fields(&fields));
-        self.repo.update(who.scope(), id, fields, audit).await?.ok_or(DomainError::NotFound("organization"))
+        self.repo
+            .update(who.scope(), id, fields, audit)
+            .await?
+            .ok_or(DomainError::NotFound("organization"))
     }
 
     pub async fn delete(&self, who: &Principal, id: OrganizationId) -> Result<(), DomainError> {
@@ -89,7 +116,9 @@ impl OrganizationService {
             ));
         }
         if org.is_platform {
-            return Err(DomainError::Conflict("the platform organization cannot be deleted".into()));
+            return Err(DomainError::Conflict(
+                "the platform organization cannot be deleted".into(),
+            ));
         }
         let audit = AuditDraft::by(who, "organization.deleted", json!({}));
         if self.repo.delete(TenantScope::All, id, audit).await? {
@@ -132,7 +161,11 @@ mod tests {
             role,
             in_platform_org: platform,
             grid_id: None,
-            source: PrincipalSource::Token { member: Some(MemberId(1)), agent: None, customer: None },
+            source: PrincipalSource::Token {
+                member: Some(MemberId(1)),
+                agent: None,
+                customer: None,
+            },
         }
     }
 
@@ -141,10 +174,19 @@ mod tests {
         let mut repo = MockOrganizationRepo::new();
         repo.expect_create().never();
         let svc = OrganizationService::new(Arc::new(repo));
-        let fields = OrganizationFields { name: Some("Acme".into()), ..Default::default() };
-        let err = svc.create(&who(Role::Superadmin, false), fields.clone()).await.unwrap_err();
+        let fields = OrganizationFields {
+            name: Some("Acme".into()),
+            ..Default::default()
+        };
+        let err = svc
+            .create(&who(Role::Superadmin, false), fields.clone())
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::Forbidden(_)));
-        let err = svc.create(&who(Role::Admin, true), fields).await.unwrap_err();
+        let err = svc
+            .create(&who(Role::Admin, true), fields)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::Forbidden(_)));
     }
 
@@ -157,7 +199,11 @@ mod tests {
             phone: Some(Some("123".into())),
             ..Default::default()
         };
-        match svc.create(&who(Role::Superadmin, true), fields).await.unwrap_err() {
+        match svc
+            .create(&who(Role::Superadmin, true), fields)
+            .await
+            .unwrap_err()
+        {
             DomainError::Validation(errs) => assert_eq!(errs.len(), 3),
             other => panic!("{other:?}"),
         }
@@ -168,12 +214,20 @@ mod tests {
         let mut repo = MockOrganizationRepo::new();
         repo.expect_update()
             .withf(|scope, id, _, audit| {
-                *scope == TenantScope::One(OrganizationId(1)) && *id == OrganizationId(2) && audit.action == "organization.updated"
+                *scope == TenantScope::One(OrganizationId(1))
+                    && *id == OrganizationId(2)
+                    && audit.action == "organization.updated"
             })
             .returning(|_, _, _, _| Ok(None));
         let svc = OrganizationService::new(Arc::new(repo));
-        let fields = OrganizationFields { name: Some("Other".into()), ..Default::default() };
-        let err = svc.update(&who(Role::Admin, false), OrganizationId(2), fields).await.unwrap_err();
+        let fields = OrganizationFields {
+            name: Some("Other".into()),
+            ..Default::default()
+        };
+        let err = svc
+            .update(&who(Role::Admin, false), OrganizationId(2), fields)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DomainError::NotFound("organization")));
     }
 }

@@ -12,8 +12,16 @@ use crate::model::*;
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait OrganizationRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, page: PageRequest) -> Result<Vec<Organization>, DomainError>;
-    async fn get(&self, scope: TenantScope, id: OrganizationId) -> Result<Option<Organization>, DomainError>;
+    async fn list(
+        &self,
+        scope: TenantScope,
+        page: PageRequest,
+    ) -> Result<Vec<Organization>, DomainError>;
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: OrganizationId,
+    ) -> Result<Option<Organization>, DomainError>;
     async fn platform(&self) -> Result<Option<Organization>, DomainError>;
     async fn create(
         &self,
@@ -28,13 +36,23 @@ pub trait OrganizationRepo: Send + Sync {
         fields: OrganizationFields,
         audit: AuditDraft,
     ) -> Result<Option<Organization>, DomainError>;
-    async fn delete(&self, scope: TenantScope, id: OrganizationId, audit: AuditDraft) -> Result<bool, DomainError>;
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: OrganizationId,
+        audit: AuditDraft,
+    ) -> Result<bool, DomainError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait MemberRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, filter: MemberFilter, page: PageRequest) -> Result<Vec<Member>, DomainError>;
+    async fn list(
+        &self,
+        scope: TenantScope,
+        filter: MemberFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Member>, DomainError>;
     async fn get(&self, scope: TenantScope, id: MemberId) -> Result<Option<Member>, DomainError>;
     /// Conflict when a live account already has the e-mail.
     async fn create(&self, new: NewMember, audit: AuditDraft) -> Result<Member, DomainError>;
@@ -46,16 +64,31 @@ pub trait MemberRepo: Send + Sync {
         audit: AuditDraft,
     ) -> Result<Option<Member>, DomainError>;
     /// Soft-deletes the member and its account; returns what was deleted.
-    async fn delete(&self, scope: TenantScope, id: MemberId, audit: AuditDraft) -> Result<Option<Member>, DomainError>;
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+        audit: AuditDraft,
+    ) -> Result<Option<Member>, DomainError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AgentRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, filter: PeopleFilter, page: PageRequest) -> Result<Vec<Agent>, DomainError>;
+    async fn list(
+        &self,
+        scope: TenantScope,
+        filter: PeopleFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Agent>, DomainError>;
     async fn get(&self, scope: TenantScope, id: AgentId) -> Result<Option<Agent>, DomainError>;
     /// The agent's organization is its grid's; `NotFound("grid")` when the grid is not in scope.
-    async fn create(&self, scope: TenantScope, new: NewAgent, audit: AuditDraft) -> Result<Agent, DomainError>;
+    async fn create(
+        &self,
+        scope: TenantScope,
+        new: NewAgent,
+        audit: AuditDraft,
+    ) -> Result<Agent, DomainError>;
     async fn update(
         &self,
         scope: TenantScope,
@@ -63,15 +96,34 @@ pub trait AgentRepo: Send + Sync {
         changes: AgentChanges,
         audit: AuditDraft,
     ) -> Result<Option<Agent>, DomainError>;
-    async fn delete(&self, scope: TenantScope, id: AgentId, audit: AuditDraft) -> Result<Option<Agent>, DomainError>;
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: AgentId,
+        audit: AuditDraft,
+    ) -> Result<Option<Agent>, DomainError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait CustomerRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, filter: PeopleFilter, page: PageRequest) -> Result<Vec<Customer>, DomainError>;
-    async fn get(&self, scope: TenantScope, id: CustomerId) -> Result<Option<Customer>, DomainError>;
-    async fn create(&self, scope: TenantScope, new: NewCustomer, audit: AuditDraft) -> Result<Customer, DomainError>;
+    async fn list(
+        &self,
+        scope: TenantScope,
+        filter: PeopleFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Customer>, DomainError>;
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+    ) -> Result<Option<Customer>, DomainError>;
+    async fn create(
+        &self,
+        scope: TenantScope,
+        new: NewCustomer,
+        audit: AuditDraft,
+    ) -> Result<Customer, DomainError>;
     async fn update(
         &self,
         scope: TenantScope,
@@ -79,23 +131,39 @@ pub trait CustomerRepo: Send + Sync {
         changes: CustomerChanges,
         audit: AuditDraft,
     ) -> Result<Option<Customer>, DomainError>;
-    async fn delete(&self, scope: TenantScope, id: CustomerId, audit: AuditDraft) -> Result<Option<Customer>, DomainError>;
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+        audit: AuditDraft,
+    ) -> Result<Option<Customer>, DomainError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ApiKeyRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, page: PageRequest) -> Result<Vec<ApiKey>, DomainError>;
+    async fn list(&self, scope: TenantScope, page: PageRequest)
+    -> Result<Vec<ApiKey>, DomainError>;
     async fn get(&self, scope: TenantScope, id: ApiKeyId) -> Result<Option<ApiKey>, DomainError>;
     async fn create(&self, new: NewApiKey, audit: AuditDraft) -> Result<ApiKey, DomainError>;
     /// Sets `revoked_at`; revoking twice is a no-op that still answers the key.
-    async fn revoke(&self, scope: TenantScope, id: ApiKeyId, audit: AuditDraft) -> Result<Option<ApiKey>, DomainError>;
+    async fn revoke(
+        &self,
+        scope: TenantScope,
+        id: ApiKeyId,
+        audit: AuditDraft,
+    ) -> Result<Option<ApiKey>, DomainError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AuditRepo: Send + Sync {
-    async fn list(&self, scope: TenantScope, filter: AuditFilter, page: PageRequest) -> Result<Vec<AuditEvent>, DomainError>;
+    async fn list(
+        &self,
+        scope: TenantScope,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Vec<AuditEvent>, DomainError>;
 }
 
 /// Resolves credentials to principals, from our own tables.
@@ -147,7 +215,9 @@ impl From<IdentityError> for DomainError {
                 DomainError::Conflict("a login with this e-mail or phone already exists".into())
             }
             IdentityError::Rejected(m) => DomainError::invalid("email", &m),
-            IdentityError::Unavailable(m) => DomainError::Unavailable(format!("identity provider: {m}")),
+            IdentityError::Unavailable(m) => {
+                DomainError::Unavailable(format!("identity provider: {m}"))
+            }
         }
     }
 }

@@ -64,7 +64,10 @@ pub(crate) async fn update(
         organization_id,
         updated_at: Utc::now(),
     };
-    diesel::update(accounts::table.find(account_id)).set(changes).execute(c).await?;
+    diesel::update(accounts::table.find(account_id))
+        .set(changes)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -77,7 +80,11 @@ pub(crate) async fn soft_delete(c: &mut AsyncPgConnection, account_id: i64) -> R
 }
 
 /// The organization owning a live grid the caller can see, or `NotFound("grid")`.
-pub(crate) async fn grid_org(c: &mut AsyncPgConnection, scope: TenantScope, grid_id: i64) -> Result<i64> {
+pub(crate) async fn grid_org(
+    c: &mut AsyncPgConnection,
+    scope: TenantScope,
+    grid_id: i64,
+) -> Result<i64> {
     let mut q = grids::table
         .filter(grids::id.eq(grid_id))
         .filter(grids::deleted_at.is_null())

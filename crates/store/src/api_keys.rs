@@ -64,22 +64,35 @@ impl Db {
         .await
     }
 
-    async fn key_revoke(&self, scope: TenantScope, id: ApiKeyId, audit: AuditDraft) -> Result<Option<ApiKey>> {
+    async fn key_revoke(
+        &self,
+        scope: TenantScope,
+        id: ApiKeyId,
+        audit: AuditDraft,
+    ) -> Result<Option<ApiKey>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let mut q = k::table.filter(k::id.eq(id.get())).select(KeyRow::as_select()).into_boxed();
+            let mut q = k::table
+                .filter(k::id.eq(id.get()))
+                .select(KeyRow::as_select())
+                .into_boxed();
             if let Some(org) = scope.organization() {
                 q = q.filter(k::organization_id.eq(org.get()));
             }
-            let Some(row) = q.first::<KeyRow>(c).await.optional()? else { return Ok(None) };
+            let Some(row) = q.first::<KeyRow>(c).await.optional()? else {
+                return Ok(None);
+            };
             // Only the first of two concurrent revocations writes, and audits.
-            let updated: Option<KeyRow> = diesel::update(k::table.find(row.id).filter(k::revoked_at.is_null()))
-                .set(k::revoked_at.eq(Utc::now()))
-                .returning(KeyRow::as_returning())
-                .get_result(c)
-                .await
-                .optional()?;
-            let Some(row) = updated else { return Ok(Some(row.into())) };
+            let updated: Option<KeyRow> =
+                diesel::update(k::table.find(row.id).filter(k::revoked_at.is_null()))
+                    .set(k::revoked_at.eq(Utc::now()))
+                    .returning(KeyRow::as_returning())
+                    .get_result(c)
+                    .await
+                    .optional()?;
+            let Some(row) = updated else {
+                return Ok(Some(row.into()));
+            };
             record(c, row.organization_id, "api_key", Some(row.id), &audit).await?;
             Ok::<_, StoreError>(Some(row.into()))
         })
@@ -89,7 +102,11 @@ impl Db {
 
 #[async_trait]
 impl ApiKeyRepo for Db {
-    async fn list(&self, scope: TenantScope, page: PageRequest) -> std::result::Result<Vec<ApiKey>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<ApiKey>, DomainError> {
         let mut conn = self.conn().await?;
         let mut q = k::table.select(KeyRow::as_select()).into_boxed();
         if let Some(org) = scope.organization() {
@@ -107,21 +124,41 @@ impl ApiKeyRepo for Db {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn get(&self, scope: TenantScope, id: ApiKeyId) -> std::result::Result<Option<ApiKey>, DomainError> {
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: ApiKeyId,
+    ) -> std::result::Result<Option<ApiKey>, DomainError> {
         let mut conn = self.conn().await?;
-        let mut q = k::table.filter(k::id.eq(id.get())).select(KeyRow::as_select()).into_boxed();
+        let mut q = k::table
+            .filter(k::id.eq(id.get()))
+            .select(KeyRow::as_select())
+            .into_boxed();
         if let Some(org) = scope.organization() {
             q = q.filter(k::organization_id.eq(org.get()));
         }
-        let row = q.first::<KeyRow>(&mut conn).await.optional().map_err(StoreError::from)?;
+        let row = q
+            .first::<KeyRow>(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
         Ok(row.map(Into::into))
     }
 
-    async fn create(&self, new: NewApiKey, audit: AuditDraft) -> std::result::Result<ApiKey, DomainError> {
+    async fn create(
+        &self,
+        new: NewApiKey,
+        audit: AuditDraft,
+    ) -> std::result::Result<ApiKey, DomainError> {
         Ok(self.key_create(new, audit).await?)
     }
 
-    async fn revoke(&self, scope: TenantScope, id: ApiKeyId, audit: AuditDraft) -> std::result::Result<Option<ApiKey>, DomainError> {
+    async fn revoke(
+        &self,
+        scope: TenantScope,
+        id: ApiKeyId,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<ApiKey>, DomainError> {
         Ok(self.key_revoke(scope, id, audit).await?)
     }
 }

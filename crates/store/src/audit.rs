@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use kernel::{AccountId, ApiKeyId, AuditEventId, DomainError, OrganizationId, PageRequest, TenantScope};
+use kernel::{
+    AccountId, ApiKeyId, AuditEventId, DomainError, OrganizationId, PageRequest, TenantScope,
+};
 use orgs::{AuditDraft, AuditEvent, AuditFilter, AuditRepo};
 
 use crate::schema::audit_events;
@@ -63,9 +65,16 @@ impl From<AuditRow> for AuditEvent {
 }
 
 impl Db {
-    async fn audit_list(&self, scope: TenantScope, f: AuditFilter, page: PageRequest) -> Result<Vec<AuditEvent>> {
+    async fn audit_list(
+        &self,
+        scope: TenantScope,
+        f: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Vec<AuditEvent>> {
         let mut conn = self.conn().await?;
-        let mut q = audit_events::table.select(AuditRow::as_select()).into_boxed();
+        let mut q = audit_events::table
+            .select(AuditRow::as_select())
+            .into_boxed();
         if let Some(org) = scope.organization() {
             q = q.filter(audit_events::organization_id.eq(org.get()));
         }
@@ -84,14 +93,23 @@ impl Db {
         if let Some(after) = page.after_id {
             q = q.filter(audit_events::id.gt(after));
         }
-        let rows = q.order(audit_events::id.asc()).limit(page.fetch_limit()).load::<AuditRow>(&mut conn).await?;
+        let rows = q
+            .order(audit_events::id.asc())
+            .limit(page.fetch_limit())
+            .load::<AuditRow>(&mut conn)
+            .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 
 #[async_trait]
 impl AuditRepo for Db {
-    async fn list(&self, scope: TenantScope, f: AuditFilter, page: PageRequest) -> std::result::Result<Vec<AuditEvent>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        f: AuditFilter,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<AuditEvent>, DomainError> {
         Ok(self.audit_list(scope, f, page).await?)
     }
 }

@@ -2,10 +2,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use kernel::{AccountId, CustomerId, DomainError, GridId, MinorUnits, OrganizationId, PageRequest, TenantScope};
+use kernel::{
+    AccountId, CustomerId, DomainError, GridId, MinorUnits, OrganizationId, PageRequest,
+    TenantScope,
+};
 use orgs::{
-    AuditDraft, Customer, CustomerChanges, CustomerFields, CustomerRepo, Gender, GeneratorSize, NewCustomer,
-    PeopleFilter,
+    AuditDraft, Customer, CustomerChanges, CustomerFields, CustomerRepo, Gender, GeneratorSize,
+    NewCustomer, PeopleFilter,
 };
 
 use crate::accounts::{self, PersonRow, grid_org};
@@ -95,11 +98,19 @@ async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<
     if let Some(org) = scope.organization() {
         q = q.filter(cu::organization_id.eq(org.get()));
     }
-    Ok(q.first::<(CustomerRow, PersonRow)>(c).await.optional()?.map(to_customer))
+    Ok(q.first::<(CustomerRow, PersonRow)>(c)
+        .await
+        .optional()?
+        .map(to_customer))
 }
 
 impl Db {
-    async fn customer_list(&self, scope: TenantScope, f: PeopleFilter, page: PageRequest) -> Result<Vec<Customer>> {
+    async fn customer_list(
+        &self,
+        scope: TenantScope,
+        f: PeopleFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Customer>> {
         let mut conn = self.conn().await?;
         let mut q = cu::table
             .inner_join(a::table)
@@ -117,16 +128,30 @@ impl Db {
         }
         if let Some(s) = f.search.filter(|s| !s.trim().is_empty()) {
             let pat = like_pattern(&s);
-            q = q.filter(a::full_name.ilike(pat.clone()).or(a::phone.ilike(pat.clone())).or(a::email.ilike(pat)));
+            q = q.filter(
+                a::full_name
+                    .ilike(pat.clone())
+                    .or(a::phone.ilike(pat.clone()))
+                    .or(a::email.ilike(pat)),
+            );
         }
         if let Some(after) = page.after_id {
             q = q.filter(cu::id.gt(after));
         }
-        let rows = q.order(cu::id.asc()).limit(page.fetch_limit()).load::<(CustomerRow, PersonRow)>(&mut conn).await?;
+        let rows = q
+            .order(cu::id.asc())
+            .limit(page.fetch_limit())
+            .load::<(CustomerRow, PersonRow)>(&mut conn)
+            .await?;
         Ok(rows.into_iter().map(to_customer).collect())
     }
 
-    async fn customer_create(&self, scope: TenantScope, new: NewCustomer, audit: AuditDraft) -> Result<Customer> {
+    async fn customer_create(
+        &self,
+        scope: TenantScope,
+        new: NewCustomer,
+        audit: AuditDraft,
+    ) -> Result<Customer> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
             let org = grid_org(c, scope, new.grid_id.get()).await?;
@@ -140,13 +165,22 @@ impl Db {
             )
             .await?;
             let id: i64 = diesel::insert_into(cu::table)
-                .values((cu::account_id.eq(account_id), cu::organization_id.eq(org), cu::grid_id.eq(new.grid_id.get())))
+                .values((
+                    cu::account_id.eq(account_id),
+                    cu::organization_id.eq(org),
+                    cu::grid_id.eq(new.grid_id.get()),
+                ))
                 .returning(cu::id)
                 .get_result(c)
                 .await?;
-            diesel::update(cu::table.find(id)).set(CustomerRowChanges::new(new.fields, None, None)).execute(c).await?;
+            diesel::update(cu::table.find(id))
+                .set(CustomerRowChanges::new(new.fields, None, None))
+                .execute(c)
+                .await?;
             record(c, org, "customer", Some(id), &audit).await?;
-            load(c, TenantScope::All, id).await?.ok_or(StoreError::Domain(DomainError::NotFound("customer")))
+            load(c, TenantScope::All, id)
+                .await?
+                .ok_or(StoreError::Domain(DomainError::NotFound("customer")))
         })
         .await
     }
@@ -160,14 +194,20 @@ impl Db {
     ) -> Result<Option<Customer>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(None) };
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(None);
+            };
             let new_org = match ch.grid_id {
                 Some(grid) => Some(grid_org(c, scope, grid.get()).await?),
                 None => None,
             };
             accounts::update(c, current.account_id.get(), ch.person, new_org).await?;
             diesel::update(cu::table.find(id.get()))
-                .set(CustomerRowChanges::new(ch.fields, ch.grid_id.map(|g| g.get()), new_org))
+                .set(CustomerRowChanges::new(
+                    ch.fields,
+                    ch.grid_id.map(|g| g.get()),
+                    new_org,
+                ))
                 .execute(c)
                 .await?;
             let org = new_org.unwrap_or(current.organization_id.get());
@@ -177,13 +217,30 @@ impl Db {
         .await
     }
 
-    async fn customer_delete(&self, scope: TenantScope, id: CustomerId, audit: AuditDraft) -> Result<Option<Customer>> {
+    async fn customer_delete(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+        audit: AuditDraft,
+    ) -> Result<Option<Customer>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(None) };
-            diesel::update(cu::table.find(id.get())).set(cu::deleted_at.eq(Utc::now())).execute(c).await?;
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(None);
+            };
+            diesel::update(cu::table.find(id.get()))
+                .set(cu::deleted_at.eq(Utc::now()))
+                .execute(c)
+                .await?;
             accounts::soft_delete(c, current.account_id.get()).await?;
-            record(c, current.organization_id.get(), "customer", Some(id.get()), &audit).await?;
+            record(
+                c,
+                current.organization_id.get(),
+                "customer",
+                Some(id.get()),
+                &audit,
+            )
+            .await?;
             Ok::<_, StoreError>(Some(current))
         })
         .await
@@ -192,20 +249,45 @@ impl Db {
 
 #[async_trait]
 impl CustomerRepo for Db {
-    async fn list(&self, scope: TenantScope, f: PeopleFilter, page: PageRequest) -> std::result::Result<Vec<Customer>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        f: PeopleFilter,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<Customer>, DomainError> {
         Ok(self.customer_list(scope, f, page).await?)
     }
-    async fn get(&self, scope: TenantScope, id: CustomerId) -> std::result::Result<Option<Customer>, DomainError> {
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+    ) -> std::result::Result<Option<Customer>, DomainError> {
         let mut conn = self.conn().await?;
         Ok(load(&mut conn, scope, id.get()).await?)
     }
-    async fn create(&self, scope: TenantScope, new: NewCustomer, audit: AuditDraft) -> std::result::Result<Customer, DomainError> {
+    async fn create(
+        &self,
+        scope: TenantScope,
+        new: NewCustomer,
+        audit: AuditDraft,
+    ) -> std::result::Result<Customer, DomainError> {
         Ok(self.customer_create(scope, new, audit).await?)
     }
-    async fn update(&self, scope: TenantScope, id: CustomerId, ch: CustomerChanges, audit: AuditDraft) -> std::result::Result<Option<Customer>, DomainError> {
+    async fn update(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+        ch: CustomerChanges,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<Customer>, DomainError> {
         Ok(self.customer_update(scope, id, ch, audit).await?)
     }
-    async fn delete(&self, scope: TenantScope, id: CustomerId, audit: AuditDraft) -> std::result::Result<Option<Customer>, DomainError> {
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: CustomerId,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<Customer>, DomainError> {
         Ok(self.customer_delete(scope, id, audit).await?)
     }
 }

@@ -45,7 +45,8 @@ struct GridRow {
 impl TryFrom<GridRow> for Grid {
     type Error = StoreError;
     fn try_from(r: GridRow) -> Result<Self> {
-        let currency = Currency::parse(&r.currency).map_err(|e| StoreError::Domain(DomainError::Internal(e.message)))?;
+        let currency = Currency::parse(&r.currency)
+            .map_err(|e| StoreError::Domain(DomainError::Internal(e.message)))?;
         Ok(Grid {
             id: GridId(r.id),
             organization_id: OrganizationId(r.organization_id),
@@ -55,8 +56,12 @@ impl TryFrom<GridRow> for Grid {
             hps_tariff_minor_per_kwh: MinorUnits(r.hps_tariff_minor_per_kwh),
             fs_tariff_minor_per_kwh: MinorUnits(r.fs_tariff_minor_per_kwh),
             default_hps_connection_fee: MinorUnits(r.default_hps_connection_fee_minor),
-            default_fs_1_phase_connection_fee: MinorUnits(r.default_fs_1_phase_connection_fee_minor),
-            default_fs_3_phase_connection_fee: MinorUnits(r.default_fs_3_phase_connection_fee_minor),
+            default_fs_1_phase_connection_fee: MinorUnits(
+                r.default_fs_1_phase_connection_fee_minor,
+            ),
+            default_fs_3_phase_connection_fee: MinorUnits(
+                r.default_fs_3_phase_connection_fee_minor,
+            ),
             pv_capacity_wp: r.pv_capacity_wp,
             storage_capacity_wh: r.storage_capacity_wh,
             lifeline_threshold_wh: r.lifeline_threshold_wh,
@@ -147,13 +152,25 @@ async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<
     if let Some(org) = scope.organization() {
         q = q.filter(gr::organization_id.eq(org.get()));
     }
-    q.first::<GridRow>(c).await.optional()?.map(Grid::try_from).transpose()
+    q.first::<GridRow>(c)
+        .await
+        .optional()?
+        .map(Grid::try_from)
+        .transpose()
 }
 
 impl Db {
-    async fn grid_list(&self, scope: TenantScope, f: GridFilter, page: PageRequest) -> Result<Vec<Grid>> {
+    async fn grid_list(
+        &self,
+        scope: TenantScope,
+        f: GridFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Grid>> {
         let mut conn = self.conn().await?;
-        let mut q = gr::table.filter(gr::deleted_at.is_null()).select(GridRow::as_select()).into_boxed();
+        let mut q = gr::table
+            .filter(gr::deleted_at.is_null())
+            .select(GridRow::as_select())
+            .into_boxed();
         if let Some(org) = scope.organization() {
             q = q.filter(gr::organization_id.eq(org.get()));
         }
@@ -166,11 +183,20 @@ impl Db {
         if let Some(after) = page.after_id {
             q = q.filter(gr::id.gt(after));
         }
-        let rows = q.order(gr::id.asc()).limit(page.fetch_limit()).load::<GridRow>(&mut conn).await?;
+        let rows = q
+            .order(gr::id.asc())
+            .limit(page.fetch_limit())
+            .load::<GridRow>(&mut conn)
+            .await?;
         rows.into_iter().map(Grid::try_from).collect()
     }
 
-    async fn grid_create(&self, org: OrganizationId, f: GridFields, audit: AuditDraft) -> Result<Grid> {
+    async fn grid_create(
+        &self,
+        org: OrganizationId,
+        f: GridFields,
+        audit: AuditDraft,
+    ) -> Result<Grid> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
             let live: Option<i64> = organizations::table
@@ -191,19 +217,42 @@ impl Db {
                 .returning(gr::id)
                 .get_result(c)
                 .await?;
-            diesel::update(gr::table.find(id)).set(ch).execute(c).await?;
+            diesel::update(gr::table.find(id))
+                .set(ch)
+                .execute(c)
+                .await?;
             record(c, org.get(), "grid", Some(id), &audit).await?;
-            load(c, TenantScope::All, id).await?.ok_or(StoreError::Domain(DomainError::NotFound("grid")))
+            load(c, TenantScope::All, id)
+                .await?
+                .ok_or(StoreError::Domain(DomainError::NotFound("grid")))
         })
         .await
     }
 
-    async fn grid_update(&self, scope: TenantScope, id: GridId, f: GridFields, audit: AuditDraft) -> Result<Option<Grid>> {
+    async fn grid_update(
+        &self,
+        scope: TenantScope,
+        id: GridId,
+        f: GridFields,
+        audit: AuditDraft,
+    ) -> Result<Option<Grid>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(None) };
-            diesel::update(gr::table.find(id.get())).set(GridChanges::from(f)).execute(c).await?;
-            record(c, current.organization_id.get(), "grid", Some(id.get()), &audit).await?;
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(None);
+            };
+            diesel::update(gr::table.find(id.get()))
+                .set(GridChanges::from(f))
+                .execute(c)
+                .await?;
+            record(
+                c,
+                current.organization_id.get(),
+                "grid",
+                Some(id.get()),
+                &audit,
+            )
+            .await?;
             Ok::<_, StoreError>(load(c, scope, id.get()).await?)
         })
         .await
@@ -212,7 +261,9 @@ impl Db {
     async fn grid_delete(&self, scope: TenantScope, id: GridId, audit: AuditDraft) -> Result<bool> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(false) };
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(false);
+            };
             let people: i64 = customers::table
                 .filter(customers::grid_id.eq(id.get()))
                 .filter(customers::deleted_at.is_null())
@@ -230,8 +281,18 @@ impl Db {
                     "the grid still has {people} customers or agents; move or delete them first"
                 ))));
             }
-            diesel::update(gr::table.find(id.get())).set(gr::deleted_at.eq(Utc::now())).execute(c).await?;
-            record(c, current.organization_id.get(), "grid", Some(id.get()), &audit).await?;
+            diesel::update(gr::table.find(id.get()))
+                .set(gr::deleted_at.eq(Utc::now()))
+                .execute(c)
+                .await?;
+            record(
+                c,
+                current.organization_id.get(),
+                "grid",
+                Some(id.get()),
+                &audit,
+            )
+            .await?;
             Ok(true)
         })
         .await
@@ -240,20 +301,45 @@ impl Db {
 
 #[async_trait]
 impl GridRepo for Db {
-    async fn list(&self, scope: TenantScope, f: GridFilter, page: PageRequest) -> std::result::Result<Vec<Grid>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        f: GridFilter,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<Grid>, DomainError> {
         Ok(self.grid_list(scope, f, page).await?)
     }
-    async fn get(&self, scope: TenantScope, id: GridId) -> std::result::Result<Option<Grid>, DomainError> {
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: GridId,
+    ) -> std::result::Result<Option<Grid>, DomainError> {
         let mut conn = self.conn().await?;
         Ok(load(&mut conn, scope, id.get()).await?)
     }
-    async fn create(&self, org: OrganizationId, f: GridFields, audit: AuditDraft) -> std::result::Result<Grid, DomainError> {
+    async fn create(
+        &self,
+        org: OrganizationId,
+        f: GridFields,
+        audit: AuditDraft,
+    ) -> std::result::Result<Grid, DomainError> {
         Ok(self.grid_create(org, f, audit).await?)
     }
-    async fn update(&self, scope: TenantScope, id: GridId, f: GridFields, audit: AuditDraft) -> std::result::Result<Option<Grid>, DomainError> {
+    async fn update(
+        &self,
+        scope: TenantScope,
+        id: GridId,
+        f: GridFields,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<Grid>, DomainError> {
         Ok(self.grid_update(scope, id, f, audit).await?)
     }
-    async fn delete(&self, scope: TenantScope, id: GridId, audit: AuditDraft) -> std::result::Result<bool, DomainError> {
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: GridId,
+        audit: AuditDraft,
+    ) -> std::result::Result<bool, DomainError> {
         Ok(self.grid_delete(scope, id, audit).await?)
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -50,15 +51,21 @@ impl From<StoreError> for DomainError {
             StoreError::Unavailable(m) => DomainError::Unavailable(format!("database: {m}")),
             StoreError::Migration(m) => DomainError::Internal(m),
             StoreError::Diesel(DieselError::DatabaseError(kind, info)) => match kind {
-                DatabaseErrorKind::UniqueViolation => DomainError::Conflict(conflict_message(info.constraint_name())),
-                DatabaseErrorKind::ForeignKeyViolation => DomainError::Validation(vec![kernel::FieldError::new(
-                    info.column_name().unwrap_or("reference"),
-                    "refers to something that does not exist",
-                )]),
-                DatabaseErrorKind::CheckViolation => DomainError::Validation(vec![kernel::FieldError::new(
-                    info.constraint_name().unwrap_or("input"),
-                    "is out of the allowed range",
-                )]),
+                DatabaseErrorKind::UniqueViolation => {
+                    DomainError::Conflict(conflict_message(info.constraint_name()))
+                }
+                DatabaseErrorKind::ForeignKeyViolation => {
+                    DomainError::Validation(vec![kernel::FieldError::new(
+                        info.column_name().unwrap_or("reference"),
+                        "refers to something that does not exist",
+                    )])
+                }
+                DatabaseErrorKind::CheckViolation => {
+                    DomainError::Validation(vec![kernel::FieldError::new(
+                        info.constraint_name().unwrap_or("input"),
+                        "is out of the allowed range",
+                    )])
+                }
                 _ => {
                     tracing::error!(error = %info.message(), "database error");
                     DomainError::Internal("database error".into())
@@ -76,7 +83,9 @@ fn conflict_message(constraint: Option<&str>) -> String {
     match constraint {
         Some("accounts_email_live") => "an account with this e-mail already exists".into(),
         Some("organizations_name_live") => "an organization with this name already exists".into(),
-        Some("grids_name_live") => "a grid with this name already exists in the organization".into(),
+        Some("grids_name_live") => {
+            "a grid with this name already exists in the organization".into()
+        }
         Some("accounts_auth_user_id_key") => "this login already has an account".into(),
         Some(other) => format!("conflicts with an existing record ({other})"),
         None => "conflicts with an existing record".into(),
@@ -113,31 +122,51 @@ impl Db {
         (s.max_size, s.size, s.available)
     }
 
-    /// Applies pending migrations; returns the versions applied.
+    /// Applies pending migrations; returns the versions applied. Diesel's migration runner is
+    /// synchronous, so it runs on a blocking thread (this works on any tokio runtime flavour).
     pub async fn migrate(&self) -> Result<Vec<String>> {
-        let conn = self.conn().await?;
-        let conn = Object::take(conn);
-        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-        let applied = tokio::task::block_in_place(|| {
-            harness
+        let conn = Object::take(self.conn().await?);
+        tokio::task::spawn_blocking(move || {
+            let mut wrapper: AsyncConnectionWrapper<AsyncPgConnection> =
+                AsyncConnectionWrapper::from(conn);
+            wrapper
                 .run_pending_migrations(MIGRATIONS)
                 .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>())
                 .map_err(|e| StoreError::Migration(e.to_string()))
-        })?;
-        Ok(applied)
+        })
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?
     }
 
-    /// True when the database answers and no embedded migration is pending.
+    /// True when the database answers and every embedded migration has been applied.
     pub async fn ready(&self) -> Result<bool> {
-        let conn = self.conn().await?;
-        let conn = Object::take(conn);
-        let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-        tokio::task::block_in_place(|| {
-            harness
-                .has_pending_migration(MIGRATIONS)
-                .map(|pending| !pending)
-                .map_err(|e| StoreError::Migration(e.to_string()))
-        })
+        use diesel::migration::MigrationSource;
+        use diesel_async::RunQueryDsl;
+
+        #[derive(diesel::QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            version: String,
+        }
+        let wanted: Vec<String> = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+        let mut conn = self.conn().await?;
+        let applied: Vec<Version> =
+            match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                .load(&mut conn)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table yet: nothing applied.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::Unknown, _)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(wanted
+            .iter()
+            .all(|w| applied.iter().any(|a| &a.version == w)))
     }
 }
 
@@ -147,7 +176,11 @@ fn deadpool_runtime() -> deadpool::Runtime {
 
 /// `ILIKE` pattern for a free-text search, with the user's wildcards escaped.
 pub(crate) fn like_pattern(search: &str) -> String {
-    let escaped = search.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = search
+        .trim()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 

@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use kernel::{AccountId, DomainError, GridId, MemberId, OrganizationId, PageRequest, Role, TenantScope};
+use kernel::{
+    AccountId, DomainError, GridId, MemberId, OrganizationId, PageRequest, Role, TenantScope,
+};
 use orgs::{AuditDraft, Member, MemberChanges, MemberFilter, MemberRepo, NewMember};
 
 use crate::accounts::{self, PersonRow};
@@ -65,11 +67,19 @@ async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<
     if let Some(org) = scope.organization() {
         q = q.filter(m::organization_id.eq(org.get()));
     }
-    Ok(q.first::<(MemberRow, PersonRow)>(c).await.optional()?.map(to_member))
+    Ok(q.first::<(MemberRow, PersonRow)>(c)
+        .await
+        .optional()?
+        .map(to_member))
 }
 
 impl Db {
-    async fn member_list(&self, scope: TenantScope, f: MemberFilter, page: PageRequest) -> Result<Vec<Member>> {
+    async fn member_list(
+        &self,
+        scope: TenantScope,
+        f: MemberFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Member>> {
         let mut conn = self.conn().await?;
         let mut q = m::table
             .inner_join(a::table)
@@ -89,7 +99,11 @@ impl Db {
         if let Some(after) = page.after_id {
             q = q.filter(m::id.gt(after));
         }
-        let rows = q.order(m::id.asc()).limit(page.fetch_limit()).load::<(MemberRow, PersonRow)>(&mut conn).await?;
+        let rows = q
+            .order(m::id.asc())
+            .limit(page.fetch_limit())
+            .load::<(MemberRow, PersonRow)>(&mut conn)
+            .await?;
         Ok(rows.into_iter().map(to_member).collect())
     }
 
@@ -104,23 +118,44 @@ impl Db {
                 .await
                 .optional()?;
             let org = org_live.ok_or(StoreError::Domain(DomainError::NotFound("organization")))?;
-            let account_id =
-                accounts::insert(c, org, new.auth_user_id, &new.full_name, Some(&new.email), None).await?;
+            let account_id = accounts::insert(
+                c,
+                org,
+                new.auth_user_id,
+                &new.full_name,
+                Some(&new.email),
+                None,
+            )
+            .await?;
             let id: i64 = diesel::insert_into(m::table)
-                .values((m::account_id.eq(account_id), m::organization_id.eq(org), m::role.eq(new.role.as_str())))
+                .values((
+                    m::account_id.eq(account_id),
+                    m::organization_id.eq(org),
+                    m::role.eq(new.role.as_str()),
+                ))
                 .returning(m::id)
                 .get_result(c)
                 .await?;
             record(c, org, "member", Some(id), &audit).await?;
-            load(c, TenantScope::All, id).await?.ok_or(StoreError::Domain(DomainError::NotFound("member")))
+            load(c, TenantScope::All, id)
+                .await?
+                .ok_or(StoreError::Domain(DomainError::NotFound("member")))
         })
         .await
     }
 
-    async fn member_update(&self, scope: TenantScope, id: MemberId, ch: MemberChanges, audit: AuditDraft) -> Result<Option<Member>> {
+    async fn member_update(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+        ch: MemberChanges,
+        audit: AuditDraft,
+    ) -> Result<Option<Member>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(None) };
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(None);
+            };
             accounts::update(c, current.account_id.get(), ch.person, None).await?;
             diesel::update(m::table.find(id.get()))
                 .set(MemberRowChanges {
@@ -133,19 +168,43 @@ impl Db {
                 })
                 .execute(c)
                 .await?;
-            record(c, current.organization_id.get(), "member", Some(id.get()), &audit).await?;
+            record(
+                c,
+                current.organization_id.get(),
+                "member",
+                Some(id.get()),
+                &audit,
+            )
+            .await?;
             Ok::<_, StoreError>(load(c, scope, id.get()).await?)
         })
         .await
     }
 
-    async fn member_delete(&self, scope: TenantScope, id: MemberId, audit: AuditDraft) -> Result<Option<Member>> {
+    async fn member_delete(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+        audit: AuditDraft,
+    ) -> Result<Option<Member>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(current) = load(c, scope, id.get()).await? else { return Ok(None) };
-            diesel::update(m::table.find(id.get())).set(m::deleted_at.eq(Utc::now())).execute(c).await?;
+            let Some(current) = load(c, scope, id.get()).await? else {
+                return Ok(None);
+            };
+            diesel::update(m::table.find(id.get()))
+                .set(m::deleted_at.eq(Utc::now()))
+                .execute(c)
+                .await?;
             accounts::soft_delete(c, current.account_id.get()).await?;
-            record(c, current.organization_id.get(), "member", Some(id.get()), &audit).await?;
+            record(
+                c,
+                current.organization_id.get(),
+                "member",
+                Some(id.get()),
+                &audit,
+            )
+            .await?;
             Ok::<_, StoreError>(Some(current))
         })
         .await
@@ -154,20 +213,44 @@ impl Db {
 
 #[async_trait]
 impl MemberRepo for Db {
-    async fn list(&self, scope: TenantScope, f: MemberFilter, page: PageRequest) -> std::result::Result<Vec<Member>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        f: MemberFilter,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<Member>, DomainError> {
         Ok(self.member_list(scope, f, page).await?)
     }
-    async fn get(&self, scope: TenantScope, id: MemberId) -> std::result::Result<Option<Member>, DomainError> {
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+    ) -> std::result::Result<Option<Member>, DomainError> {
         let mut conn = self.conn().await?;
         Ok(load(&mut conn, scope, id.get()).await?)
     }
-    async fn create(&self, new: NewMember, audit: AuditDraft) -> std::result::Result<Member, DomainError> {
+    async fn create(
+        &self,
+        new: NewMember,
+        audit: AuditDraft,
+    ) -> std::result::Result<Member, DomainError> {
         Ok(self.member_create(new, audit).await?)
     }
-    async fn update(&self, scope: TenantScope, id: MemberId, ch: MemberChanges, audit: AuditDraft) -> std::result::Result<Option<Member>, DomainError> {
+    async fn update(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+        ch: MemberChanges,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<Member>, DomainError> {
         Ok(self.member_update(scope, id, ch, audit).await?)
     }
-    async fn delete(&self, scope: TenantScope, id: MemberId, audit: AuditDraft) -> std::result::Result<Option<Member>, DomainError> {
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: MemberId,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<Member>, DomainError> {
         Ok(self.member_delete(scope, id, audit).await?)
     }
 }

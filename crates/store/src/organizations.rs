@@ -33,7 +33,8 @@ impl From<OrgRow> for Organization {
             email: r.email,
             phone: r.phone,
             address: r.address,
-            organization_type: OrganizationType::parse(&r.organization_type).unwrap_or(OrganizationType::SolarDeveloper),
+            organization_type: OrganizationType::parse(&r.organization_type)
+                .unwrap_or(OrganizationType::SolarDeveloper),
             is_platform: r.is_platform,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -68,7 +69,12 @@ impl From<OrganizationFields> for OrgChanges {
 }
 
 impl Db {
-    async fn org_create(&self, f: OrganizationFields, is_platform: bool, audit: AuditDraft) -> Result<Organization> {
+    async fn org_create(
+        &self,
+        f: OrganizationFields,
+        is_platform: bool,
+        audit: AuditDraft,
+    ) -> Result<Organization> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
             let ch = OrgChanges::from(f);
@@ -103,12 +109,16 @@ impl Db {
         }
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let row: Option<OrgRow> = diesel::update(o::table.filter(o::id.eq(id.get())).filter(o::deleted_at.is_null()))
-                .set(OrgChanges::from(f))
-                .returning(OrgRow::as_returning())
-                .get_result(c)
-                .await
-                .optional()?;
+            let row: Option<OrgRow> = diesel::update(
+                o::table
+                    .filter(o::id.eq(id.get()))
+                    .filter(o::deleted_at.is_null()),
+            )
+            .set(OrgChanges::from(f))
+            .returning(OrgRow::as_returning())
+            .get_result(c)
+            .await
+            .optional()?;
             if let Some(r) = &row {
                 record(c, r.id, "organization", Some(r.id), &audit).await?;
             }
@@ -117,16 +127,25 @@ impl Db {
         .await
     }
 
-    async fn org_delete(&self, scope: TenantScope, id: OrganizationId, audit: AuditDraft) -> Result<bool> {
+    async fn org_delete(
+        &self,
+        scope: TenantScope,
+        id: OrganizationId,
+        audit: AuditDraft,
+    ) -> Result<bool> {
         if !scope.allows(id) {
             return Ok(false);
         }
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let n = diesel::update(o::table.filter(o::id.eq(id.get())).filter(o::deleted_at.is_null()))
-                .set(o::deleted_at.eq(Utc::now()))
-                .execute(c)
-                .await?;
+            let n = diesel::update(
+                o::table
+                    .filter(o::id.eq(id.get()))
+                    .filter(o::deleted_at.is_null()),
+            )
+            .set(o::deleted_at.eq(Utc::now()))
+            .execute(c)
+            .await?;
             if n == 1 {
                 record(c, id.get(), "organization", Some(id.get()), &audit).await?;
             }
@@ -138,9 +157,16 @@ impl Db {
 
 #[async_trait]
 impl OrganizationRepo for Db {
-    async fn list(&self, scope: TenantScope, page: PageRequest) -> std::result::Result<Vec<Organization>, DomainError> {
+    async fn list(
+        &self,
+        scope: TenantScope,
+        page: PageRequest,
+    ) -> std::result::Result<Vec<Organization>, DomainError> {
         let mut conn = self.conn().await?;
-        let mut q = o::table.filter(o::deleted_at.is_null()).select(OrgRow::as_select()).into_boxed();
+        let mut q = o::table
+            .filter(o::deleted_at.is_null())
+            .select(OrgRow::as_select())
+            .into_boxed();
         if let Some(org) = scope.organization() {
             q = q.filter(o::id.eq(org.get()));
         }
@@ -156,7 +182,11 @@ impl OrganizationRepo for Db {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn get(&self, scope: TenantScope, id: OrganizationId) -> std::result::Result<Option<Organization>, DomainError> {
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: OrganizationId,
+    ) -> std::result::Result<Option<Organization>, DomainError> {
         if !scope.allows(id) {
             return Ok(None);
         }
@@ -185,7 +215,12 @@ impl OrganizationRepo for Db {
         Ok(row.map(Into::into))
     }
 
-    async fn create(&self, f: OrganizationFields, is_platform: bool, audit: AuditDraft) -> std::result::Result<Organization, DomainError> {
+    async fn create(
+        &self,
+        f: OrganizationFields,
+        is_platform: bool,
+        audit: AuditDraft,
+    ) -> std::result::Result<Organization, DomainError> {
         Ok(self.org_create(f, is_platform, audit).await?)
     }
 
@@ -199,7 +234,12 @@ impl OrganizationRepo for Db {
         Ok(self.org_update(scope, id, f, audit).await?)
     }
 
-    async fn delete(&self, scope: TenantScope, id: OrganizationId, audit: AuditDraft) -> std::result::Result<bool, DomainError> {
+    async fn delete(
+        &self,
+        scope: TenantScope,
+        id: OrganizationId,
+        audit: AuditDraft,
+    ) -> std::result::Result<bool, DomainError> {
         Ok(self.org_delete(scope, id, audit).await?)
     }
 }

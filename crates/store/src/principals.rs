@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use kernel::{
-    AccountId, AccountKind, AgentId, ApiKeyId, CustomerId, DomainError, GridId, MemberId, OrganizationId,
-    Principal, PrincipalSource, Role,
+    AccountId, AccountKind, AgentId, ApiKeyId, CustomerId, DomainError, GridId, MemberId,
+    OrganizationId, Principal, PrincipalSource, Role,
 };
 use orgs::{PrincipalDirectory, StoredKey};
 use uuid::Uuid;
@@ -83,7 +83,11 @@ fn to_principal(r: AccountPrincipalRow) -> Option<Principal> {
     } else if r.agent_id.is_some() {
         (AccountKind::Agent, Role::Agent, r.agent_grid_id.map(GridId))
     } else if r.customer_id.is_some() {
-        (AccountKind::Customer, Role::Customer, r.customer_grid_id.map(GridId))
+        (
+            AccountKind::Customer,
+            Role::Customer,
+            r.customer_grid_id.map(GridId),
+        )
     } else {
         // An account whose role row is gone has no rights at all.
         return None;

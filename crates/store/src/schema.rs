@@ -148,5 +148,12 @@ diesel::joinable!(customers -> accounts (account_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    organizations, grids, accounts, members, agents, customers, api_keys, audit_events
+    organizations,
+    grids,
+    accounts,
+    members,
+    agents,
+    customers,
+    api_keys,
+    audit_events
 );

@@ -1,0 +1,147 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::{AppState, HealthCheck, HealthReport, Services};
+use async_trait::async_trait;
+use grids::GridService;
+use orgs::{
+    AgentService, ApiKeyService, AuditService, Authenticator, CustomerService, IdentityProvider,
+    LocalIdentityProvider, MemberService, OrganizationService,
+};
+use secrecy::ExposeSecret;
+use store::Db;
+use supabase::{GoTrueAdmin, JwtSettings, JwtVerifier};
+
+use crate::config::Config;
+
+/// Everything a running instance holds.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub jwt: JwtVerifier,
+    pub idp: Arc<dyn IdentityProvider>,
+    pub state: AppState,
+}
+
+struct Health {
+    db: Db,
+    jwt: JwtVerifier,
+}
+
+#[async_trait]
+impl HealthCheck for Health {
+    async fn check(&self) -> Vec<HealthReport> {
+        let database = match self.db.ready().await {
+            Ok(true) => HealthReport {
+                name: "database",
+                ok: true,
+                critical: true,
+                detail: None,
+            },
+            Ok(false) => HealthReport {
+                name: "database",
+                ok: false,
+                critical: true,
+                detail: Some("migrations pending: run `tiamat migrate`".into()),
+            },
+            Err(e) => HealthReport {
+                name: "database",
+                ok: false,
+                critical: true,
+                detail: Some(e.to_string()),
+            },
+        };
+        let jwks = self.jwt.jwks_health();
+        let jwks = HealthReport {
+            name: "jwks",
+            ok: !jwks.configured || jwks.last_refresh_ok,
+            critical: false,
+            detail: jwks
+                .last_error
+                .or_else(|| jwks.configured.then(|| format!("{} keys", jwks.keys))),
+        };
+        vec![database, jwks]
+    }
+
+    fn refresh_gauges(&self) {
+        let (max, size, available) = self.db.pool_status();
+        metrics::gauge!("tiamat_db_pool_connections", "state" => "max").set(max as f64);
+        metrics::gauge!("tiamat_db_pool_connections", "state" => "open").set(size as f64);
+        metrics::gauge!("tiamat_db_pool_connections", "state" => "idle").set(available as f64);
+    }
+}
+
+/// Builds adapters and services from configuration. Fails on a misconfigured token issuer.
+pub fn build(config: &Config) -> anyhow::Result<App> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .context("building the HTTP client")?;
+    let db = Db::connect(config.database_url.expose_secret(), config.pool_size)
+        .context("database pool")?;
+    let jwt = JwtVerifier::new(
+        JwtSettings {
+            hs256_secret: config.jwt_secret.clone(),
+            jwks_url: config.jwks_url.clone(),
+            audience: config.jwt_audience.clone(),
+            issuer: config.jwt_issuer.clone(),
+            jwks_ttl: config.jwks_ttl,
+            ..JwtSettings::default()
+        },
+        http.clone(),
+    )
+    .context("token verification is misconfigured")?;
+    let idp: Arc<dyn IdentityProvider> = match &config.supabase {
+        Some(s) => Arc::new(GoTrueAdmin::new(
+            s.url.clone(),
+            s.service_role_key.clone(),
+            http.clone(),
+        )),
+        None => Arc::new(LocalIdentityProvider),
+    };
+    let repo = Arc::new(db.clone());
+    let services = Services {
+        organizations: OrganizationService::new(repo.clone()),
+        members: MemberService::new(repo.clone(), idp.clone()),
+        agents: AgentService::new(repo.clone(), idp.clone()),
+        customers: CustomerService::new(repo.clone(), idp.clone()),
+        grids: GridService::new(repo.clone()),
+        api_keys: ApiKeyService::new(repo.clone()),
+        audit: AuditService::new(repo.clone()),
+    };
+    let auth = Authenticator::new(Arc::new(jwt.clone()), repo);
+    let health = Arc::new(Health {
+        db: db.clone(),
+        jwt: jwt.clone(),
+    });
+    Ok(App {
+        db,
+        jwt,
+        idp,
+        state: AppState {
+            services,
+            auth,
+            health,
+        },
+    })
+}
+
+impl App {
+    /// Keeps the JWKS cache warm. Failures keep the last good keys; they are logged and counted
+    /// by the verifier, and shown in `/health/ready`.
+    pub fn spawn_jwks_refresh(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        self.jwt.jwks_health().configured.then(|| {
+            let jwt = self.jwt.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = jwt.refresh_jwks().await {
+                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the last good keys");
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            })
+        })
+    }
+}

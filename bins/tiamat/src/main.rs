@@ -1,0 +1,141 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App as HttpApp, HttpServer};
+use clap::{Parser, Subcommand};
+use tiamat::config::LogFormat;
+use tiamat::{Config, build};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tiamat",
+    version,
+    about = "Operations API for solar mini-grids"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (applies migrations first when TIAMAT_AUTO_MIGRATE=true).
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Validate configuration and exit.
+    CheckConfig,
+    /// Create the platform organization and a SUPERADMIN (idempotent) and print a new API key as JSON.
+    Bootstrap {
+        #[arg(long)]
+        org_name: String,
+        #[arg(long, default_value = "admin@tiamat.local")]
+        email: String,
+        /// Also create a "Demo Grid" in the organization.
+        #[arg(long)]
+        demo_grid: bool,
+    },
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("tiamat: configuration is invalid:");
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        return match build_runtime()
+            .and_then(|rt| rt.block_on(async { build(&config).map(|_| ()) }))
+        {
+            Ok(()) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tiamat: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    init_tracing(&config);
+    let result = build_runtime().and_then(|rt| rt.block_on(run(cli.command, config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tiamat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let app = build(&config)?;
+    match command {
+        Command::Migrate => {
+            let applied = app.db.migrate().await?;
+            tracing::info!(count = applied.len(), ?applied, "migrations applied");
+            Ok(())
+        }
+        Command::Bootstrap {
+            org_name,
+            email,
+            demo_grid,
+        } => {
+            app.db.migrate().await?;
+            let out = tiamat::bootstrap::run(&app, &org_name, &email, demo_grid)
+                .await
+                .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
+            println!("{}", serde_json::to_string(&out)?);
+            Ok(())
+        }
+        Command::Serve => serve(app, &config).await,
+        Command::CheckConfig => Ok(()),
+    }
+}
+
+async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
+    if config.auto_migrate {
+        let applied = app.db.migrate().await?;
+        tracing::info!(count = applied.len(), "migrations applied at start");
+    }
+    api::metrics::handle();
+    let _jwks = app.spawn_jwks_refresh(Duration::from_secs(300));
+    let state = app.state.clone();
+    tracing::info!(listen = %config.listen, "serving; docs at http://{}/docs/", config.listen);
+    HttpServer::new(move || {
+        HttpApp::new()
+            .wrap(from_fn(api::middleware::request_context))
+            .configure(api::configure(state.clone()))
+    })
+    .bind(config.listen)?
+    .shutdown_timeout(20)
+    .run()
+    .await?;
+    Ok(())
+}

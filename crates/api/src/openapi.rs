@@ -1,0 +1,77 @@
+//! The OpenAPI 3 document, generated from the route annotations, and the Swagger UI at `/docs`
+//! (its assets are vendored into the binary: nothing is downloaded at build or run time).
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::Problem;
+use crate::routes;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tiamat",
+        description = "Operations API for solar mini-grids. Authenticate with `Authorization: Bearer <JWT>` \
+                       (Supabase Auth) or `X-API-Key: <key>`. Errors are application/problem+json. \
+                       Lists take `limit` (1-500, default 50) and an opaque `cursor`."
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    modifiers(&Security),
+    paths(
+        routes::me::me,
+        routes::organizations::list, routes::organizations::create, routes::organizations::get_one,
+        routes::organizations::update, routes::organizations::remove,
+        routes::members::list, routes::members::invite, routes::members::get_one,
+        routes::members::update, routes::members::remove,
+        routes::agents::list, routes::agents::create, routes::agents::get_one,
+        routes::agents::update, routes::agents::remove,
+        routes::customers::list, routes::customers::create, routes::customers::get_one,
+        routes::customers::update, routes::customers::remove,
+        routes::grids::list, routes::grids::create, routes::grids::get_one,
+        routes::grids::update, routes::grids::remove,
+        routes::api_keys::list, routes::api_keys::create, routes::api_keys::get_one, routes::api_keys::revoke,
+        routes::audit_events::list,
+        routes::health::live, routes::health::ready, routes::health::metrics,
+    ),
+    components(schemas(Problem)),
+    tags(
+        (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
+        (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "operations"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `/docs/` (Swagger UI) and `/api/v1/openapi.json`.
+pub fn swagger() -> SwaggerUi {
+    SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", ApiDoc::openapi())
+}
+
+/// `/docs` without the slash lands on the Swagger UI.
+#[actix_web::get("/docs")]
+pub async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header(("Location", "/docs/"))
+        .finish()
+}

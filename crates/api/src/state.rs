@@ -1,0 +1,47 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use grids::GridService;
+use orgs::{
+    AgentService, ApiKeyService, AuditService, Authenticator, CustomerService, MemberService,
+    OrganizationService,
+};
+use serde::Serialize;
+
+/// The domain services the routes call.
+#[derive(Clone)]
+pub struct Services {
+    pub organizations: OrganizationService,
+    pub members: MemberService,
+    pub agents: AgentService,
+    pub customers: CustomerService,
+    pub grids: GridService,
+    pub api_keys: ApiKeyService,
+    pub audit: AuditService,
+}
+
+/// One dependency's state in `/health/ready`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Degraded dependencies do not fail readiness but are shown (e.g. a stale JWKS cache).
+    pub critical: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What the composition root knows how to check: the database, migrations, key caches.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    async fn check(&self) -> Vec<HealthReport>;
+    /// Called on each `/metrics` scrape to refresh gauges (pool use...).
+    fn refresh_gauges(&self) {}
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub auth: Authenticator,
+    pub health: Arc<dyn HealthCheck>,
+}
