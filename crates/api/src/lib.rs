@@ -18,6 +18,8 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// Registers every route, extractor configuration and the docs on an actix `App`.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    // Install the metrics recorder before the first request records anything.
+    metrics::handle();
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state))
             .app_data(error::json_config())
