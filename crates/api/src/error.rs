@@ -127,10 +127,10 @@ impl ResponseError for ApiError {
         let problem = self.problem();
         let mut res = HttpResponse::build(self.status_code());
         res.content_type(ContentType(mime_problem()));
-        if let ApiError::Auth(f) = self {
-            if *f != AuthFailure::Unavailable {
-                res.insert_header(("WWW-Authenticate", "Bearer"));
-            }
+        if let ApiError::Auth(f) = self
+            && *f != AuthFailure::Unavailable
+        {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
         }
         res.json(problem)
     }

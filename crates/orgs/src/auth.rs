@@ -265,7 +265,7 @@ mod tests {
         });
         let mut dir = MockPrincipalDirectory::new();
         dir.expect_by_auth_user().returning(move |sub| {
-            Ok((sub == uid).then(|| Principal {
+            Ok((sub == uid).then_some(Principal {
                 account_id: Some(AccountId(1)),
                 kind: AccountKind::Member,
                 organization_id: OrganizationId(1),

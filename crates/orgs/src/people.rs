@@ -54,10 +54,10 @@ fn person_changes(p: &PersonFields) -> Vec<&'static str> {
 /// Best effort: the account is already deleted here, so a login that survives cannot reach any
 /// data (principals are resolved from live accounts only). The failure is logged for follow-up.
 async fn disable_login(idp: &dyn IdentityProvider, auth_user_id: Option<Uuid>) {
-    if let Some(id) = auth_user_id {
-        if let Err(e) = idp.disable(id).await {
-            tracing::warn!(auth_user_id = %id, error = ?e, "could not disable login user; account is deleted");
-        }
+    if let Some(id) = auth_user_id
+        && let Err(e) = idp.disable(id).await
+    {
+        tracing::warn!(auth_user_id = %id, error = ?e, "could not disable login user; account is deleted");
     }
 }
 
@@ -179,13 +179,13 @@ impl MemberService {
                 who.role, current.role
             )));
         }
-        if let Some(role) = changes.role {
-            if !who.role.may_grant(role) {
-                return Err(DomainError::Forbidden(format!(
-                    "a {} cannot grant the role {role}",
-                    who.role
-                )));
-            }
+        if let Some(role) = changes.role
+            && !who.role.may_grant(role)
+        {
+            return Err(DomainError::Forbidden(format!(
+                "a {} cannot grant the role {role}",
+                who.role
+            )));
         }
         let mut fields = person_changes(&changes.person);
         for (name, set) in [
@@ -393,13 +393,12 @@ impl CustomerService {
         page: PageRequest,
     ) -> Result<Page<Customer>, DomainError> {
         who.require(Permission::CustomerRead)?;
-        if let AccountKind::Agent = who.kind {
-            if filter.grid_id.is_some_and(|g| Some(g) != who.grid_id) {
-                return Ok(Page {
-                    items: vec![],
-                    next_cursor: None,
-                });
-            }
+        if who.kind == AccountKind::Agent && filter.grid_id.is_some_and(|g| Some(g) != who.grid_id)
+        {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
         }
         Self::narrow(who, &mut filter);
         let rows = self.repo.list(who.scope(), filter, page).await?;

@@ -161,7 +161,7 @@ impl Db {
             }
             let org = new_org.unwrap_or(current.organization_id.get());
             record(c, org, "agent", Some(id.get()), &audit).await?;
-            Ok::<_, StoreError>(load(c, TenantScope::All, id.get()).await?)
+            load(c, TenantScope::All, id.get()).await
         })
         .await
     }

@@ -212,7 +212,7 @@ impl Db {
                 .await?;
             let org = new_org.unwrap_or(current.organization_id.get());
             record(c, org, "customer", Some(id.get()), &audit).await?;
-            Ok::<_, StoreError>(load(c, TenantScope::All, id.get()).await?)
+            load(c, TenantScope::All, id.get()).await
         })
         .await
     }

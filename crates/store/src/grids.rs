@@ -253,7 +253,7 @@ impl Db {
                 &audit,
             )
             .await?;
-            Ok::<_, StoreError>(load(c, scope, id.get()).await?)
+            load(c, scope, id.get()).await
         })
         .await
     }
