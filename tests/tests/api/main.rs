@@ -7,3 +7,4 @@ mod keys_audit;
 mod members;
 mod operations;
 mod organizations;
+mod repositories;
