@@ -59,7 +59,7 @@ run: _dev-jwt-secret
     echo "  API:       $base/api/v1"
     echo "  Docs:      $base/docs"
     echo "  API key:   ${api_key:-<not found in: $boot>}"
-    echo "             (ADMIN of \"Demo Solar Co\", organization ${org_id:-?}, demo grid ${grid_id:-?}; login admin@demo.example)"
+    echo "             (SUPERADMIN of the platform organization \"Demo Solar Co\", organization ${org_id:-?}, demo grid ${grid_id:-?}; login admin@demo.example)"
     echo "  Try:       curl -H \"X-API-Key: ${api_key:-<key>}\" $base/api/v1/me"
     echo "  Database:  $DB"
     if [ -n "$dev_secret" ]; then
@@ -107,6 +107,19 @@ migrate: _dev-jwt-secret
         export TIAMAT_JWT_SECRET
     fi
     "{{ bin }}" migrate
+
+# Print a development access token for a login (the auth_user_id of a member, agent or customer).
+token auth_user_id: _dev-jwt-secret
+    #!/usr/bin/env bash
+    set -euo pipefail
+    DB=$(bash scripts/db.sh url)
+    cargo build --release -q -p tiamat
+    export TIAMAT_DATABASE_URL="$DB"
+    if [ -z "${TIAMAT_JWT_SECRET:-}" ] && [ -z "${TIAMAT_JWKS_URL:-}" ]; then
+        TIAMAT_JWT_SECRET=$(cat .data/dev-jwt-secret)
+        export TIAMAT_JWT_SECRET
+    fi
+    "{{ bin }}" token --auth-user-id "{{ auth_user_id }}"
 
 # Print the database URL (starts the local PostgreSQL if needed).
 db-url:

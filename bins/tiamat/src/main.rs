@@ -37,6 +37,15 @@ enum Command {
         #[arg(long)]
         demo_grid: bool,
     },
+    /// Development aid: print an HS256 access token for a login (the `auth_user_id` of a member,
+    /// agent or customer), signed with TIAMAT_JWT_SECRET, as Supabase would issue it.
+    Token {
+        #[arg(long)]
+        auth_user_id: uuid::Uuid,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
 }
 
 fn init_tracing(config: &Config) {
@@ -63,6 +72,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Token { auth_user_id, ttl } = cli.command {
+        return match tiamat::dev_token(&config, auth_user_id, ttl) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tiamat: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::CheckConfig = cli.command {
         return match build_runtime()
             .and_then(|rt| rt.block_on(async { build(&config).map(|_| ()) }))
@@ -115,7 +136,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(app, &config).await,
-        Command::CheckConfig => Ok(()),
+        Command::CheckConfig | Command::Token { .. } => Ok(()),
     }
 }
 
