@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use kernel::{
     AccountId, AccountKind, AgentId, ApiKeyId, CustomerId, DomainError, GridId, MemberId,
@@ -15,67 +14,18 @@ use uuid::Uuid;
 use crate::schema::api_keys;
 use crate::{Db, StoreError};
 
-#[derive(QueryableByName)]
+#[derive(Queryable)]
 struct AccountPrincipalRow {
-    #[diesel(sql_type = BigInt)]
     account_id: i64,
-    #[diesel(sql_type = BigInt)]
     organization_id: i64,
-    #[diesel(sql_type = Bool)]
     is_platform: bool,
-    #[diesel(sql_type = Nullable<BigInt>)]
     member_id: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
     member_role: Option<String>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     agent_id: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     agent_grid_id: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     customer_id: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
     customer_grid_id: Option<i64>,
 }
-
-const ACCOUNT_PRINCIPAL: &str = "\
-SELECT a.id AS account_id, a.organization_id, o.is_platform,
-       m.id AS member_id, m.role AS member_role,
-       ag.id AS agent_id, ag.grid_id AS agent_grid_id,
-       c.id AS customer_id, c.grid_id AS customer_grid_id
-  FROM accounts a
-  JOIN organizations o ON o.id = a.organization_id AND o.deleted_at IS NULL
-  LEFT JOIN members m ON m.account_id = a.id AND m.deleted_at IS NULL
-  LEFT JOIN agents ag ON ag.account_id = a.id AND ag.deleted_at IS NULL
-  LEFT JOIN customers c ON c.account_id = a.id AND c.deleted_at IS NULL
- WHERE a.auth_user_id = $1 AND a.deleted_at IS NULL";
-
-#[derive(QueryableByName)]
-struct KeyRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    organization_id: i64,
-    #[diesel(sql_type = Bool)]
-    is_platform: bool,
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Bytea)]
-    secret_hash: Vec<u8>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    created_by_account_id: Option<i64>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    expires_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Bool)]
-    revoked: bool,
-}
-
-// A key of a deleted organization is as good as revoked.
-const KEY_BY_PREFIX: &str = "\
-SELECT k.id, k.organization_id, o.is_platform, k.role, k.secret_hash, k.created_by_account_id,
-       k.expires_at, (k.revoked_at IS NOT NULL OR o.deleted_at IS NOT NULL) AS revoked
-  FROM api_keys k
-  JOIN organizations o ON o.id = k.organization_id
- WHERE k.prefix = $1";
 
 fn to_principal(r: AccountPrincipalRow) -> Option<Principal> {
     let (kind, role, grid_id) = if let Some(role) = r.member_role.as_deref().and_then(Role::parse) {
@@ -110,10 +60,29 @@ fn to_principal(r: AccountPrincipalRow) -> Option<Principal> {
 #[async_trait]
 impl PrincipalDirectory for Db {
     async fn by_auth_user(&self, auth_user_id: Uuid) -> Result<Option<Principal>, DomainError> {
+        use crate::schema::{
+            accounts as a, agents as ag, customers as c, members as m, organizations as o,
+        };
         let mut conn = self.conn().await?;
-        let row = diesel::sql_query(ACCOUNT_PRINCIPAL)
-            .bind::<SqlUuid, _>(auth_user_id)
-            .get_result::<AccountPrincipalRow>(&mut conn)
+        let row = a::table
+            .inner_join(o::table.on(o::id.eq(a::organization_id).and(o::deleted_at.is_null())))
+            .left_join(m::table.on(m::account_id.eq(a::id).and(m::deleted_at.is_null())))
+            .left_join(ag::table.on(ag::account_id.eq(a::id).and(ag::deleted_at.is_null())))
+            .left_join(c::table.on(c::account_id.eq(a::id).and(c::deleted_at.is_null())))
+            .filter(a::auth_user_id.eq(auth_user_id))
+            .filter(a::deleted_at.is_null())
+            .select((
+                a::id,
+                a::organization_id,
+                o::is_platform,
+                m::id.nullable(),
+                m::role.nullable(),
+                ag::id.nullable(),
+                ag::grid_id.nullable(),
+                c::id.nullable(),
+                c::grid_id.nullable(),
+            ))
+            .first::<AccountPrincipalRow>(&mut conn)
             .await
             .optional()
             .map_err(StoreError::from)?;
@@ -121,25 +90,53 @@ impl PrincipalDirectory for Db {
     }
 
     async fn key_by_prefix(&self, prefix: &str) -> Result<Option<StoredKey>, DomainError> {
+        use crate::schema::organizations as o;
         let mut conn = self.conn().await?;
-        let row = diesel::sql_query(KEY_BY_PREFIX)
-            .bind::<Text, _>(prefix)
-            .get_result::<KeyRow>(&mut conn)
+        // Built with the DSL (not raw SQL) so the prepared statement is cached per connection:
+        // this runs on every API-key request.
+        let row = api_keys::table
+            .inner_join(o::table)
+            .filter(api_keys::prefix.eq(prefix))
+            .select((
+                api_keys::id,
+                api_keys::organization_id,
+                o::is_platform,
+                api_keys::role,
+                api_keys::secret_hash,
+                api_keys::created_by_account_id,
+                api_keys::expires_at,
+                // A key of a deleted organization is as good as revoked.
+                api_keys::revoked_at
+                    .is_not_null()
+                    .or(o::deleted_at.is_not_null()),
+            ))
+            .first::<(
+                i64,
+                i64,
+                bool,
+                String,
+                Vec<u8>,
+                Option<i64>,
+                Option<DateTime<Utc>>,
+                bool,
+            )>(&mut conn)
             .await
             .optional()
             .map_err(StoreError::from)?;
-        Ok(row.and_then(|r| {
-            Some(StoredKey {
-                id: ApiKeyId(r.id),
-                organization_id: OrganizationId(r.organization_id),
-                organization_is_platform: r.is_platform,
-                role: Role::parse(&r.role)?,
-                secret_hash: r.secret_hash,
-                created_by_account_id: r.created_by_account_id.map(AccountId),
-                expires_at: r.expires_at,
-                revoked: r.revoked,
-            })
-        }))
+        Ok(row.and_then(
+            |(id, org, is_platform, role, secret_hash, creator, expires_at, revoked)| {
+                Some(StoredKey {
+                    id: ApiKeyId(id),
+                    organization_id: OrganizationId(org),
+                    organization_is_platform: is_platform,
+                    role: Role::parse(&role)?,
+                    secret_hash,
+                    created_by_account_id: creator.map(AccountId),
+                    expires_at,
+                    revoked,
+                })
+            },
+        ))
     }
 
     async fn mark_key_used(&self, id: ApiKeyId) -> Result<(), DomainError> {

@@ -8,3 +8,4 @@ mod members;
 mod operations;
 mod organizations;
 mod repositories;
+mod supabase;
