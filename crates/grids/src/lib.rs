@@ -1,5 +1,7 @@
 //! Grids: the mini-grid sites that are the unit of operation. Pure domain: rules and ports.
 
+pub mod events;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -2,6 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use grids::events::{EventKind, LiveEvent, Operation};
 use grids::{Grid, GridFields, GridFilter, GridRepo};
 use kernel::{Currency, DomainError, GridId, MinorUnits, OrganizationId, PageRequest, TenantScope};
 use orgs::AuditDraft;

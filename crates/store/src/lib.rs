@@ -8,6 +8,7 @@ mod agents;
 mod api_keys;
 mod audit;
 mod customers;
+pub mod events;
 mod grids;
 mod members;
 mod organizations;
