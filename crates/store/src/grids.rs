@@ -254,7 +254,17 @@ impl Db {
                 &audit,
             )
             .await?;
-            load(c, scope, id.get()).await
+            let grid = load(c, scope, id.get()).await?;
+            if let Some(g) = &grid {
+                let event = LiveEvent {
+                    grid_id: g.id,
+                    kind: EventKind::Grid,
+                    operation: Operation::Update,
+                    data: serde_json::to_value(g).unwrap_or_default(),
+                };
+                crate::events::publish(c, &event).await?;
+            }
+            Ok(grid)
         })
         .await
     }
