@@ -1,6 +1,12 @@
 //! Grids: the mini-grid sites that are the unit of operation. Pure domain: rules and ports.
 
+pub mod connections;
 pub mod events;
+pub mod gateways;
+pub mod meters;
+pub mod site;
+pub mod state;
+pub mod vocab;
 
 use std::sync::Arc;
 

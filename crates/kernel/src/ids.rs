@@ -47,4 +47,16 @@ id_type!(
     ApiKeyId,
     /// An audit event.
     AuditEventId,
+    /// A metering gateway: a CALIN DCU or a LoRaWAN gateway (`dcus`, the legacy name).
+    DcuId,
+    /// A solar charge controller or PV inverter.
+    MpptId,
+    /// A distribution pole.
+    PoleId,
+    /// A customer's service connection.
+    ConnectionId,
+    /// A meter the customer asked for at sign-up.
+    RequestedMeterId,
+    /// A prepaid meter.
+    MeterId,
 );

@@ -7,13 +7,19 @@ mod accounts;
 mod agents;
 mod api_keys;
 mod audit;
+mod connections;
 mod customers;
 pub mod events;
+mod gateways;
+mod grid_state;
 mod grids;
+pub mod listener;
 mod members;
+mod meters;
 mod organizations;
 mod principals;
 pub mod schema;
+mod site;
 
 use std::time::Duration;
 

@@ -141,6 +141,152 @@ diesel::table! {
     }
 }
 
+// The live-state columns of `grids`, declared apart so `grids` stays within 32 columns.
+diesel::table! {
+    #[sql_name = "grids"]
+    grid_live (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        is_hps_on -> Bool,
+        is_hps_on_updated_at -> Nullable<Timestamptz>,
+        is_fs_on -> Bool,
+        is_fs_on_updated_at -> Nullable<Timestamptz>,
+        should_fs_be_on -> Bool,
+        should_fs_be_on_updated_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    dcus (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Nullable<Int8>,
+        external_system -> Text,
+        external_reference -> Text,
+        communication_protocol -> Text,
+        nickname -> Nullable<Text>,
+        is_online -> Bool,
+        is_online_updated_at -> Nullable<Timestamptz>,
+        last_online_at -> Nullable<Timestamptz>,
+        last_seen_at -> Nullable<Timestamptz>,
+        signal_rssi -> Nullable<Int4>,
+        signal_snr -> Nullable<Float8>,
+        latitude -> Nullable<Float8>,
+        longitude -> Nullable<Float8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    mppts (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Int8,
+        external_system -> Text,
+        external_reference -> Text,
+        external_id -> Text,
+        mppt_type -> Text,
+        capacity_w -> Int8,
+        azimuth_deg -> Nullable<Float8>,
+        tilt_deg -> Nullable<Float8>,
+        installed_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    poles (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Int8,
+        external_reference -> Text,
+        nickname -> Nullable<Text>,
+        is_virtual -> Bool,
+        latitude -> Float8,
+        longitude -> Float8,
+        location_accuracy_m -> Nullable<Float8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    connections (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Int8,
+        customer_id -> Int8,
+        upload_uuid -> Nullable<Text>,
+        external_system -> Text,
+        document_type -> Nullable<Text>,
+        document_id -> Nullable<Text>,
+        paid_minor -> Int8,
+        currency -> Bpchar,
+        women_impacted -> Int4,
+        is_public -> Bool,
+        is_commercial -> Bool,
+        is_residential -> Bool,
+        is_lifeline -> Nullable<Bool>,
+        is_building_wired -> Bool,
+        is_using_led_bulbs -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    connection_requested_meters (id) {
+        id -> Int8,
+        connection_id -> Int8,
+        organization_id -> Int8,
+        meter_type -> Text,
+        meter_phase -> Text,
+        fee_minor -> Int8,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    meters (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        external_system -> Text,
+        external_reference -> Text,
+        communication_protocol -> Text,
+        meter_type -> Text,
+        meter_phase -> Text,
+        version -> Nullable<Text>,
+        nickname -> Nullable<Text>,
+        is_cabin_meter -> Bool,
+        hps_mode_power_limit_w -> Int4,
+        grid_id -> Nullable<Int8>,
+        connection_id -> Nullable<Int8>,
+        pole_id -> Nullable<Int8>,
+        dcu_id -> Nullable<Int8>,
+        assigned_at -> Nullable<Timestamptz>,
+        is_on -> Nullable<Bool>,
+        credit_wh -> Nullable<Int8>,
+        power_w -> Nullable<Float8>,
+        voltage_v -> Nullable<Float8>,
+        power_limit_w -> Nullable<Int4>,
+        signal_rssi -> Nullable<Int4>,
+        signal_snr -> Nullable<Float8>,
+        last_seen_at -> Nullable<Timestamptz>,
+        observed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(grids -> organizations (organization_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(agents -> accounts (account_id));
@@ -155,5 +301,15 @@ diesel::allow_tables_to_appear_in_same_query!(
     agents,
     customers,
     api_keys,
-    audit_events
+    audit_events,
+    grid_live,
+    dcus,
+    mppts,
+    poles,
+    connections,
+    connection_requested_meters,
+    meters
 );
+
+diesel::joinable!(connection_requested_meters -> connections (connection_id));
+diesel::joinable!(connections -> customers (customer_id));
