@@ -110,6 +110,12 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         grids: GridService::new(repo.clone()),
         api_keys: ApiKeyService::new(repo.clone()),
         audit: AuditService::new(repo.clone()),
+        gateways: grids::gateways::GatewayService::new(repo.clone()),
+        mppts: grids::site::MpptService::new(repo.clone()),
+        poles: grids::site::PoleService::new(repo.clone()),
+        connections: grids::connections::ConnectionService::new(repo.clone()),
+        meters: grids::meters::MeterService::new(repo.clone()),
+        grid_state: grids::state::GridStateService::new(repo.clone()),
     };
     let auth = Authenticator::new(Arc::new(jwt.clone()), repo);
     let health = Arc::new(Health {
@@ -124,11 +130,36 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             services,
             auth,
             health,
+            hub: api::ws::Hub::default(),
         },
     })
 }
 
 impl App {
+    /// Feeds this instance's WebSocket hub from PostgreSQL `LISTEN`: every committed change, made
+    /// by any instance, reaches the clients connected here. The listener reconnects by itself
+    /// (logged and counted); after a reconnect every client is told to resync, since events sent
+    /// in the gap are lost. Dropping the handle stops it.
+    pub fn spawn_live_listener(&self, database_url: String) -> store::listener::ListenerHandle {
+        let hub = self.state.hub.clone();
+        let handle = store::listener::spawn(database_url, move |grid, payload| {
+            hub.dispatch(grid, payload);
+        });
+        let hub = self.state.hub.clone();
+        let mut status = handle.status();
+        tokio::spawn(async move {
+            let mut was_up = false;
+            while status.changed().await.is_ok() {
+                let up = *status.borrow_and_update();
+                if up && was_up {
+                    hub.broadcast(std::sync::Arc::from(api::ws::session::RESYNC));
+                }
+                was_up |= up;
+            }
+        });
+        handle
+    }
+
     /// Keeps the JWKS cache warm. Failures keep the last good keys; they are logged and counted
     /// by the verifier, and shown in `/health/ready`.
     pub fn spawn_jwks_refresh(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {

@@ -147,6 +147,9 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
     }
     api::metrics::handle();
     let _jwks = app.spawn_jwks_refresh(Duration::from_secs(300));
+    // Live events from every instance, for this instance's WebSocket clients.
+    let _live = app
+        .spawn_live_listener(secrecy::ExposeSecret::expose_secret(&config.database_url).to_owned());
     let state = app.state.clone();
     tracing::info!(listen = %config.listen, "serving; docs at http://{}/docs/", config.listen);
     HttpServer::new(move || {

@@ -8,6 +8,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod ws;
 
 pub use state::{AppState, HealthCheck, HealthReport, Services};
 
@@ -33,11 +34,18 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::scope("/api/v1")
                     .service(routes::me::me)
+                    .service(routes::ws::ws)
                     .configure(routes::organizations::routes)
                     .configure(routes::members::routes)
                     .configure(routes::agents::routes)
                     .configure(routes::customers::routes)
+                    .configure(routes::grid_state::routes)
                     .configure(routes::grids::routes)
+                    .configure(routes::dcus::routes)
+                    .configure(routes::mppts::routes)
+                    .configure(routes::poles::routes)
+                    .configure(routes::connections::routes)
+                    .configure(routes::meters::routes)
                     .configure(routes::api_keys::routes)
                     .configure(routes::audit_events::routes)
                     .default_service(web::to(error::not_found)),

@@ -53,12 +53,24 @@ impl Modify for Security {
         routes::grids::update, routes::grids::remove,
         routes::api_keys::list, routes::api_keys::create, routes::api_keys::get_one, routes::api_keys::revoke,
         routes::audit_events::list,
+        routes::dcus::list, routes::dcus::register, routes::dcus::report_states, routes::dcus::get_one,
+        routes::dcus::update, routes::dcus::assign, routes::dcus::unassign,
+        routes::mppts::list, routes::mppts::create, routes::mppts::get_one, routes::mppts::update, routes::mppts::remove,
+        routes::poles::list, routes::poles::create, routes::poles::get_one, routes::poles::update, routes::poles::remove,
+        routes::connections::list, routes::connections::create, routes::connections::get_one,
+        routes::connections::update, routes::connections::replace_requested_meters,
+        routes::meters::list, routes::meters::register, routes::meters::report_states, routes::meters::get_one,
+        routes::meters::update, routes::meters::assign, routes::meters::unassign,
+        routes::grid_state::get_state, routes::grid_state::put_state, routes::grid_state::connectivity,
+        routes::grid_state::export,
+        routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
     components(schemas(Problem)),
     tags(
         (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
-        (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "operations"),
+        (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
+        (name = "connections"), (name = "meters"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;

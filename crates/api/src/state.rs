@@ -18,6 +18,12 @@ pub struct Services {
     pub grids: GridService,
     pub api_keys: ApiKeyService,
     pub audit: AuditService,
+    pub gateways: grids::gateways::GatewayService,
+    pub mppts: grids::site::MpptService,
+    pub poles: grids::site::PoleService,
+    pub connections: grids::connections::ConnectionService,
+    pub meters: grids::meters::MeterService,
+    pub grid_state: grids::state::GridStateService,
 }
 
 /// One dependency's state in `/health/ready`.
@@ -44,4 +50,6 @@ pub struct AppState {
     pub services: Services,
     pub auth: Authenticator,
     pub health: Arc<dyn HealthCheck>,
+    /// Live-event fan-out to this instance's WebSocket clients.
+    pub hub: crate::ws::Hub,
 }

@@ -90,13 +90,19 @@ pub struct Assignment {
     pub pole_id: Option<PoleId>,
 }
 
-/// A machine client's report of a meter's state.
+/// A machine client's report of a meter's state; fields left out stay as they were.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeterStateReport {
     pub id: MeterId,
-    #[serde(flatten)]
-    pub state: ObservedState,
+    pub is_on: Option<bool>,
+    pub credit_wh: Option<i64>,
+    pub power_w: Option<f64>,
+    pub voltage_v: Option<f64>,
+    pub power_limit_w: Option<i32>,
+    pub signal_rssi: Option<i32>,
+    pub signal_snr: Option<f64>,
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -315,7 +321,7 @@ impl MeterService {
         );
         for (i, r) in reports.iter().enumerate() {
             v.check(
-                r.state.credit_wh.is_none_or(|c| c >= 0),
+                r.credit_wh.is_none_or(|c| c >= 0),
                 &format!("states[{i}].credit_wh"),
                 "must not be negative",
             );

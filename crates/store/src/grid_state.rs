@@ -7,7 +7,8 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use grids::events::{EventKind, LiveEvent, Operation};
 use grids::state::{
-    ExportRow, GatewayConnectivity, GatewayStatus, GridState, GridStateChange, GridStateRepo, MeterConnectivity, share,
+    ExportRow, GatewayConnectivity, GatewayStatus, GridState, GridStateChange, GridStateRepo,
+    MeterConnectivity, share,
 };
 use grids::vocab::CommunicationProtocol;
 use kernel::{DcuId, DomainError, GridId, TenantScope};
@@ -30,32 +31,55 @@ struct LiveRow {
     should_fs_be_on_updated_at: Option<DateTime<Utc>>,
 }
 
-async fn live_row(c: &mut AsyncPgConnection, scope: TenantScope, grid: i64) -> Result<Option<LiveRow>> {
-    let mut q = gl::table.filter(gl::id.eq(grid)).filter(gl::deleted_at.is_null()).select(LiveRow::as_select()).into_boxed();
+async fn live_row(
+    c: &mut AsyncPgConnection,
+    scope: TenantScope,
+    grid: i64,
+) -> Result<Option<LiveRow>> {
+    let mut q = gl::table
+        .filter(gl::id.eq(grid))
+        .filter(gl::deleted_at.is_null())
+        .select(LiveRow::as_select())
+        .into_boxed();
     if let Some(org) = scope.organization() {
         q = q.filter(gl::organization_id.eq(org.get()));
     }
     Ok(q.first::<LiveRow>(c).await.optional()?)
 }
 
-async fn load(c: &mut AsyncPgConnection, scope: TenantScope, grid: i64) -> Result<Option<GridState>> {
-    let Some(row) = live_row(c, scope, grid).await? else { return Ok(None) };
+async fn load(
+    c: &mut AsyncPgConnection,
+    scope: TenantScope,
+    grid: i64,
+) -> Result<Option<GridState>> {
+    let Some(row) = live_row(c, scope, grid).await? else {
+        return Ok(None);
+    };
     let gateways: Vec<(i64, String, String, bool, Option<DateTime<Utc>>)> = dcus::table
         .filter(dcus::grid_id.eq(grid))
         .filter(dcus::deleted_at.is_null())
         .order(dcus::id.asc())
-        .select((dcus::id, dcus::external_reference, dcus::communication_protocol, dcus::is_online, dcus::last_seen_at))
+        .select((
+            dcus::id,
+            dcus::external_reference,
+            dcus::communication_protocol,
+            dcus::is_online,
+            dcus::last_seen_at,
+        ))
         .load(c)
         .await?;
     let gateways: Vec<GatewayStatus> = gateways
         .into_iter()
-        .map(|(id, reference, protocol, is_online, last_seen_at)| GatewayStatus {
-            id: DcuId(id),
-            external_reference: reference,
-            communication_protocol: CommunicationProtocol::parse(&protocol).unwrap_or(CommunicationProtocol::CalinLorawan),
-            is_online,
-            last_seen_at,
-        })
+        .map(
+            |(id, reference, protocol, is_online, last_seen_at)| GatewayStatus {
+                id: DcuId(id),
+                external_reference: reference,
+                communication_protocol: CommunicationProtocol::parse(&protocol)
+                    .unwrap_or(CommunicationProtocol::CalinLorawan),
+                is_online,
+                last_seen_at,
+            },
+        )
         .collect();
     Ok(Some(GridState {
         grid_id: GridId(row.id),
@@ -146,7 +170,9 @@ impl Db {
     ) -> Result<Option<GridState>> {
         let mut conn = self.conn().await?;
         conn.transaction(async |c| {
-            let Some(row) = live_row(c, scope, grid.get()).await? else { return Ok(None) };
+            let Some(row) = live_row(c, scope, grid.get()).await? else {
+                return Ok(None);
+            };
             let now = Utc::now();
             // Each `_updated_at` records when the value last changed, not when it was last reported.
             let stamp = |new: Option<bool>, old: bool, at: Option<DateTime<Utc>>| match new {
@@ -155,7 +181,11 @@ impl Db {
             };
             let (hps, hps_at) = stamp(ch.is_hps_on, row.is_hps_on, row.is_hps_on_updated_at);
             let (fs, fs_at) = stamp(ch.is_fs_on, row.is_fs_on, row.is_fs_on_updated_at);
-            let (should, should_at) = stamp(ch.should_fs_be_on, row.should_fs_be_on, row.should_fs_be_on_updated_at);
+            let (should, should_at) = stamp(
+                ch.should_fs_be_on,
+                row.should_fs_be_on,
+                row.should_fs_be_on_updated_at,
+            );
             diesel::update(gl::table.find(grid.get()))
                 .set((
                     gl::is_hps_on.eq(hps),
@@ -170,7 +200,12 @@ impl Db {
             record(c, row.organization_id, "grid", Some(grid.get()), &audit).await?;
             let state = load(c, scope, grid.get()).await?;
             if let Some(s) = &state {
-                let event = LiveEvent { grid_id: grid, kind: EventKind::Grid, operation: Operation::Update, data: serde_json::to_value(s).unwrap_or_default() };
+                let event = LiveEvent {
+                    grid_id: grid,
+                    kind: EventKind::Grid,
+                    operation: Operation::Update,
+                    data: serde_json::to_value(s).unwrap_or_default(),
+                };
                 crate::events::publish(c, &event).await?;
             }
             Ok(state)
@@ -215,12 +250,26 @@ impl Db {
         let gateway_total = (online.len() + offline.len()) as i64;
         let share_online = share(online.len() as i64, gateway_total);
         Ok(Some((
-            MeterConnectivity { total, seen, share_seen: share(seen, total) },
-            GatewayConnectivity { online, offline, share_online },
+            MeterConnectivity {
+                total,
+                seen,
+                share_seen: share(seen, total),
+            },
+            GatewayConnectivity {
+                online,
+                offline,
+                share_online,
+            },
         )))
     }
 
-    async fn grid_export_page(&self, scope: TenantScope, grid: GridId, after: (i64, i64), limit: i64) -> Result<Vec<ExportRow>> {
+    async fn grid_export_page(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<ExportRow>> {
         let mut conn = self.conn().await?;
         let lines: Vec<ExportLine> = diesel::sql_query(EXPORT_PAGE)
             .bind::<BigInt, _>(grid.get())
@@ -264,11 +313,21 @@ impl Db {
 
 #[async_trait]
 impl GridStateRepo for Db {
-    async fn state(&self, scope: TenantScope, grid: GridId) -> std::result::Result<Option<GridState>, DomainError> {
+    async fn state(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+    ) -> std::result::Result<Option<GridState>, DomainError> {
         let mut conn = self.conn().await?;
         Ok(load(&mut conn, scope, grid.get()).await?)
     }
-    async fn change_state(&self, scope: TenantScope, grid: GridId, ch: GridStateChange, audit: AuditDraft) -> std::result::Result<Option<GridState>, DomainError> {
+    async fn change_state(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        ch: GridStateChange,
+        audit: AuditDraft,
+    ) -> std::result::Result<Option<GridState>, DomainError> {
         Ok(self.change_grid_state(scope, grid, ch, audit).await?)
     }
     async fn connectivity(
@@ -279,8 +338,13 @@ impl GridStateRepo for Db {
     ) -> std::result::Result<Option<(MeterConnectivity, GatewayConnectivity)>, DomainError> {
         Ok(self.grid_connectivity(scope, grid, since).await?)
     }
-    async fn export_page(&self, scope: TenantScope, grid: GridId, after: (i64, i64), limit: i64) -> std::result::Result<Vec<ExportRow>, DomainError> {
+    async fn export_page(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        after: (i64, i64),
+        limit: i64,
+    ) -> std::result::Result<Vec<ExportRow>, DomainError> {
         Ok(self.grid_export_page(scope, grid, after, limit).await?)
     }
 }
-

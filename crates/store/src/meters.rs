@@ -561,7 +561,7 @@ impl Db {
                 if found.is_none() {
                     return Err(StoreError::Domain(DomainError::NotFound("meter")));
                 }
-                let s = r.state;
+                let s = &r;
                 diesel::update(me::table.find(r.id.get()))
                     .set(ObservedChanges {
                         is_on: s.is_on,

@@ -3,12 +3,19 @@
 pub mod agents;
 pub mod api_keys;
 pub mod audit_events;
+pub mod connections;
 pub mod customers;
+pub mod dcus;
+pub mod grid_state;
 pub mod grids;
 pub mod health;
 pub mod me;
 pub mod members;
+pub mod meters;
+pub mod mppts;
 pub mod organizations;
+pub mod poles;
+pub mod ws;
 
 use actix_web::{HttpResponse, web};
 use kernel::{DomainError, Page, PageRequest};
