@@ -280,7 +280,9 @@ impl TestApp {
         let res = self.service.call(req).await.expect("service call");
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = res.into_body().try_into_bytes().unwrap_or_default();
+        let bytes = actix_web::body::to_bytes(res.into_body())
+            .await
+            .unwrap_or_default();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -302,6 +304,9 @@ impl TestApp {
     }
     pub async fn patch(&self, path: &str, who: &As, body: Value) -> Reply {
         self.call(Method::PATCH, path, who, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, who: &As, body: Value) -> Reply {
+        self.call(Method::PUT, path, who, Some(body)).await
     }
     pub async fn delete(&self, path: &str, who: &As) -> Reply {
         self.call(Method::DELETE, path, who, None).await
@@ -405,4 +410,73 @@ pub fn sign(claims: &Value, secret: &str) -> String {
 
 pub fn token(sub: &str, exp_in: i64) -> String {
     sign(&claims(sub, exp_in), JWT_SECRET)
+}
+
+/// One instance of a scaled-out deployment: a real HTTP server on 127.0.0.1 (an ephemeral port)
+/// with its own `tiamat::build` App, WebSocket hub and live-event listener, on a given database.
+/// Several on one database behave like instances behind a load balancer.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub app: tiamat::App,
+    pub live: store::listener::ListenerHandle,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    /// Starts an instance and waits until its listener is listening. Call inside an actix runtime.
+    pub async fn start(cfg: &Config, hub: api::ws::HubConfig) -> Server {
+        use secrecy::ExposeSecret;
+        let mut app = tiamat::build(cfg).expect("build app");
+        app.state.hub = api::ws::Hub::new(hub);
+        let live = app.spawn_live_listener(cfg.database_url.expose_secret().to_owned());
+        assert!(
+            live.wait_listening(Duration::from_secs(10)).await,
+            "the live-event listener did not start"
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = app.state.clone();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .wrap(from_fn(api::middleware::request_context))
+                .configure(api::configure(state.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Server {
+            addr,
+            app,
+            live,
+            handle,
+        }
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; its future only waits for completion.
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    /// Another instance on this test's database (see [`Server`]).
+    pub async fn serve(&self) -> Server {
+        self.serve_with(api::ws::HubConfig::default()).await
+    }
+
+    pub async fn serve_with(&self, hub: api::ws::HubConfig) -> Server {
+        Server::start(&config(&self.db.url), hub).await
+    }
 }

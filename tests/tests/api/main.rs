@@ -1,11 +1,15 @@
 //! End-to-end API tests: the whole app in process on a fresh PostgreSQL database per test.
 
 mod auth;
+mod connections_meters;
 mod customers_agents;
+mod grid_state;
 mod grids;
+mod infrastructure;
 mod keys_audit;
 mod members;
 mod operations;
 mod organizations;
 mod repositories;
 mod supabase;
+mod ws;
