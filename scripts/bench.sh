@@ -2,7 +2,11 @@
 # Benchmark: GET /api/v1/customers?limit=50 through the API (oha) against the same SQL run
 # directly by pgbench, at the same concurrency, on the same database and machine.
 #
+# Then the same for GET /api/v1/meters?grid_id=..&limit=100 over a grid of 10,000 meters, and the
+# WebSocket fan-out: 5,000 subscribers over 100 grids, time from a grid state change to delivery.
+#
 # Tunables: BENCH_CONCURRENCY (32), BENCH_DURATION seconds (20), BENCH_CUSTOMERS (20000),
+# BENCH_METERS (10000), BENCH_WS_SUBSCRIBERS (5000), BENCH_WS_GRIDS (100),
 # BENCH_PORT (18181), BENCH_POOL (API's DB pool size, 16).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,6 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 conc=${BENCH_CONCURRENCY:-32}
 dur=${BENCH_DURATION:-20}
 customers=${BENCH_CUSTOMERS:-20000}
+meters=${BENCH_METERS:-10000}
+subscribers=${BENCH_WS_SUBSCRIBERS:-5000}
+ws_grids=${BENCH_WS_GRIDS:-100}
 port=${BENCH_PORT:-18181}
 pool=${BENCH_POOL:-16}
 
@@ -29,7 +36,7 @@ bench_url=$(printf '%s' "$admin" | sed -E 's#/[^/?]*(\?|$)#/tiamat_bench\1#')
 say "database: $bench_url"
 psql -q "$admin" -c "DROP DATABASE IF EXISTS tiamat_bench WITH (FORCE)" -c "CREATE DATABASE tiamat_bench" >/dev/null
 
-cargo build --release -q -p tiamat
+cargo build --release -q -p tiamat -p loadgen
 bin=${CARGO_TARGET_DIR:-target}/release/tiamat
 export TIAMAT_DATABASE_URL="$bench_url"
 export TIAMAT_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
@@ -53,6 +60,18 @@ WITH a AS (
 )
 INSERT INTO customers (account_id, organization_id, grid_id, latitude, longitude)
 SELECT id, $org, $grid, 6.5, 3.4 FROM a;
+-- A grid of $meters metered connections for the meter list.
+WITH c AS (
+    SELECT id FROM customers WHERE organization_id = $org ORDER BY id LIMIT $meters
+), cn AS (
+    INSERT INTO connections (organization_id, grid_id, customer_id, currency)
+    SELECT $org, $grid, id, 'NGN' FROM c
+    RETURNING id
+)
+INSERT INTO meters (organization_id, external_system, external_reference, grid_id, connection_id,
+                    assigned_at, is_on, credit_wh, voltage_v, power_w, last_seen_at)
+SELECT $org, 'CALIN', 'SN' || lpad(id::text, 9, '0'), $grid, id, now(), true, 5000, 230.0, 42.0, now()
+  FROM cn;
 VACUUM ANALYZE;
 SQL
 
@@ -67,26 +86,32 @@ url="http://127.0.0.1:$port/api/v1/customers?limit=50"
 status=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $key" "$url")
 [ "$status" = 200 ] || { say "API answered $status"; exit 1; }
 
-say "warming up"
-oha --no-tui -n 2000 -c "$conc" -H "X-API-Key: $key" "$url" >/dev/null
-say "API: ${dur}s at concurrency $conc"
-oha --no-tui --output-format json -z "${dur}s" -c "$conc" -H "X-API-Key: $key" "$url" >/tmp/tiamat-bench-oha.json
-rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-kill "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
-trap - EXIT
-
-read -r api_rps api_p50 api_p99 api_ok <<<"$(python3 - <<'PY' 2>/dev/null || echo "0 0 0 0"
+# measure NAME URL SQLFILE: oha against the API, pgbench against the SQL; prints one block.
+measure() {
+    local name=$1 url=$2 sql=$3
+    say "$name: warming up"
+    oha --no-tui -n 2000 -c "$conc" -H "X-API-Key: $key" "$url" >/dev/null
+    say "$name: API ${dur}s at concurrency $conc"
+    oha --no-tui --output-format json -z "${dur}s" -c "$conc" -H "X-API-Key: $key" "$url" >/tmp/tiamat-bench-oha.json
+    local api_rps api_p50 api_p99 api_ok pg_tps ratio
+    read -r api_rps api_p50 api_p99 api_ok <<<"$(python3 - <<'PY' 2>/dev/null || echo "0 0 0 0"
 import json
 d = json.load(open("/tmp/tiamat-bench-oha.json"))
 s = d["summary"]; p = d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
 print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.2f} {p["p99"]*1000:.2f} {s["successRate"]*100:.1f}')
 PY
 )"
+    say "$name: pgbench ${dur}s at concurrency $conc"
+    pg_tps=$("$pgbench_bin" -n -M prepared -c "$conc" -j 2 -T "$dur" -f "$sql" "$bench_url" 2>/dev/null |
+        awk '/^tps/ {print int($3); exit}')
+    ratio=$(awk -v a="$api_rps" -v b="$pg_tps" 'BEGIN { if (b > 0) printf "%.0f", 100 * a / b; else print "n/a" }')
+    results+=("$(printf '%s\n  API (oha)           %s req/s   p50 %s ms   p99 %s ms   success %s%%\n  SQL only (pgbench)  %s tps\n  API / pgbench       %s %%' \
+        "$name" "$api_rps" "$api_p50" "$api_p99" "$api_ok" "$pg_tps" "$ratio")")
+}
+results=()
 
-# The list query as Diesel sends it, prepared, with the same page size (+1 to detect a next page).
-cat >/tmp/tiamat-bench.sql <<SQL
+# The list queries as Diesel sends them, prepared, with the same page sizes (+1 to detect a next page).
+cat >/tmp/tiamat-bench-customers.sql <<SQL
 SELECT customers.id, customers.account_id, customers.organization_id, customers.grid_id, customers.gender,
        customers.generator_owned, customers.is_hidden_from_reporting, customers.lives_primarily_in_the_community,
        customers.latitude, customers.longitude, customers.total_connection_fee_minor,
@@ -96,15 +121,43 @@ SELECT customers.id, customers.account_id, customers.organization_id, customers.
  WHERE customers.deleted_at IS NULL AND customers.organization_id = $org
  ORDER BY customers.id ASC LIMIT 51;
 SQL
-say "pgbench: ${dur}s at concurrency $conc"
-pg_tps=$("$pgbench_bin" -n -M prepared -c "$conc" -j 2 -T "$dur" -f /tmp/tiamat-bench.sql "$bench_url" 2>/dev/null |
-    awk '/^tps/ {print int($3); exit}')
+cat >/tmp/tiamat-bench-meters.sql <<SQL
+SELECT meters.id, meters.organization_id, meters.external_system, meters.external_reference,
+       meters.communication_protocol, meters.meter_type, meters.meter_phase, meters.version, meters.nickname,
+       meters.is_cabin_meter, meters.hps_mode_power_limit_w, meters.grid_id, meters.connection_id,
+       meters.pole_id, meters.dcu_id, meters.assigned_at, meters.is_on, meters.credit_wh, meters.power_w,
+       meters.voltage_v, meters.power_limit_w, meters.signal_rssi, meters.signal_snr, meters.last_seen_at,
+       meters.observed_at, meters.created_at, meters.updated_at, connections.customer_id, accounts.full_name
+  FROM meters
+  LEFT JOIN connections ON connections.id = meters.connection_id
+  LEFT JOIN customers ON customers.id = connections.customer_id
+  LEFT JOIN accounts ON accounts.id = customers.account_id
+ WHERE meters.deleted_at IS NULL AND meters.organization_id = $org AND meters.grid_id = $grid
+ ORDER BY meters.id ASC LIMIT 101;
+SQL
 
-ratio=$(awk -v a="$api_rps" -v b="$pg_tps" 'BEGIN { if (b > 0) printf "%.0f", 100 * a / b; else print "n/a" }')
-cat <<OUT
+measure "GET /api/v1/customers?limit=50   ($customers customers)" \
+    "http://127.0.0.1:$port/api/v1/customers?limit=50" /tmp/tiamat-bench-customers.sql
+measure "GET /api/v1/meters?grid_id=$grid&limit=100   ($meters meters on the grid)" \
+    "http://127.0.0.1:$port/api/v1/meters?grid_id=$grid&limit=100" /tmp/tiamat-bench-meters.sql
+rss_http_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 
-GET /api/v1/customers?limit=50   ($customers customers, concurrency $conc, ${dur}s, $(nproc) cores)
-  API (oha)           ${api_rps} req/s   p50 ${api_p50} ms   p99 ${api_p99} ms   success ${api_ok}%   peak RSS $((rss_kb / 1024)) MB
-  SQL only (pgbench)  ${pg_tps} tps
-  API / pgbench       ${ratio} %      (targets: >= 50 %, p99 < 25 ms, RSS < 100 MB)
-OUT
+say "WebSocket fan-out: $subscribers subscribers over $ws_grids grids"
+ws=$("${CARGO_TARGET_DIR:-target}/release/loadgen" ws-fanout --url "http://127.0.0.1:$port" --key "$key" \
+    --grids "$ws_grids" --subscribers "$subscribers" --changes 200 2>/dev/null || echo '{}')
+rss_ws_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+rss_peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+kill "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+trap - EXIT
+
+echo
+echo "tiamat benchmark: concurrency $conc, ${dur}s per run, $(nproc) cores (API, PostgreSQL and load share them)"
+for r in "${results[@]}"; do
+    printf '\n%s\n' "$r"
+done
+printf '\n  peak RSS after the HTTP runs: %s MB   (target < 100 MB)\n' "$((rss_http_kb / 1024))"
+printf '\nWebSocket fan-out (state change -> delivery at every subscriber of the grid)\n  %s\n' "$ws"
+printf '  server RSS with all subscribers connected: %s MB, peak %s MB   (target < 300 MB)\n' \
+    "$((rss_ws_kb / 1024))" "$((rss_peak_kb / 1024))"
+echo "  targets: API >= 50 % of pgbench; p99 < 25 ms (customers), < 30 ms (meters), < 100 ms (fan-out)"
