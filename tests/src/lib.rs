@@ -199,6 +199,7 @@ pub fn config(db_url: &str) -> Config {
         pool_size: 4,
         supabase: None,
         jwks_ttl: Duration::from_secs(300),
+        api_key_cache_ttl: Duration::from_secs(5),
     }
 }
 

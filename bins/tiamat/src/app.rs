@@ -102,13 +102,14 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         None => Arc::new(LocalIdentityProvider),
     };
     let repo = Arc::new(db.clone());
+    let keys = orgs::KeyCache::new(config.api_key_cache_ttl);
     let services = Services {
-        organizations: OrganizationService::new(repo.clone()),
+        organizations: OrganizationService::new(repo.clone()).with_key_cache(keys.clone()),
         members: MemberService::new(repo.clone(), idp.clone()),
         agents: AgentService::new(repo.clone(), idp.clone()),
         customers: CustomerService::new(repo.clone(), idp.clone()),
         grids: GridService::new(repo.clone()),
-        api_keys: ApiKeyService::new(repo.clone()),
+        api_keys: ApiKeyService::new(repo.clone()).with_key_cache(keys.clone()),
         audit: AuditService::new(repo.clone()),
         gateways: grids::gateways::GatewayService::new(repo.clone()),
         mppts: grids::site::MpptService::new(repo.clone()),
@@ -117,7 +118,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         meters: grids::meters::MeterService::new(repo.clone()),
         grid_state: grids::state::GridStateService::new(repo.clone()),
     };
-    let auth = Authenticator::new(Arc::new(jwt.clone()), repo);
+    let auth = Authenticator::new(Arc::new(jwt.clone()), repo).with_key_cache(keys);
     let health = Arc::new(Health {
         db: db.clone(),
         jwt: jwt.clone(),

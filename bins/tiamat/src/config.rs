@@ -33,6 +33,8 @@ pub struct Config {
     pub pool_size: usize,
     pub supabase: Option<SupabaseAdmin>,
     pub jwks_ttl: Duration,
+    /// How long a resolved API key is reused before it is read again (0 disables).
+    pub api_key_cache_ttl: Duration,
 }
 
 fn parse_bool(name: &str, v: &str, errors: &mut Vec<String>) -> bool {
@@ -139,6 +141,17 @@ impl Config {
                 None
             }
         };
+        let api_key_cache_ttl = match var("TIAMAT_API_KEY_CACHE_SECONDS").map(|v| v.parse::<u64>())
+        {
+            None => Duration::from_secs(5),
+            Some(Ok(n)) if n <= 300 => Duration::from_secs(n),
+            Some(_) => {
+                errors.push(
+                    "TIAMAT_API_KEY_CACHE_SECONDS must be a number of seconds from 0 to 300".into(),
+                );
+                Duration::ZERO
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -155,6 +168,7 @@ impl Config {
             pool_size,
             supabase,
             jwks_ttl: Duration::from_secs(300),
+            api_key_cache_ttl,
         })
     }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::key_cache::KeyCache;
 use crate::model::{ApiKey, AuditDraft, NewApiKey};
 use crate::ports::ApiKeyRepo;
 use kernel::Role;
@@ -67,11 +68,21 @@ pub struct IssuedApiKey {
 #[derive(Clone)]
 pub struct ApiKeyService {
     repo: Arc<dyn ApiKeyRepo>,
+    cache: KeyCache,
 }
 
 impl ApiKeyService {
     pub fn new(repo: Arc<dyn ApiKeyRepo>) -> Self {
-        Self { repo }
+        Self {
+            repo,
+            cache: KeyCache::disabled(),
+        }
+    }
+
+    /// The cache the authenticator reads; revocation clears the key from it at once.
+    pub fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.cache = cache;
+        self
     }
 
     pub async fn list(
@@ -147,10 +158,13 @@ impl ApiKeyService {
     pub async fn revoke(&self, who: &Principal, id: ApiKeyId) -> Result<ApiKey, DomainError> {
         who.require(Permission::ApiKeyManage)?;
         let audit = AuditDraft::by(who, "api_key.revoked", json!({}));
-        self.repo
+        let key = self
+            .repo
             .revoke(who.scope(), id, audit)
             .await?
-            .ok_or(DomainError::NotFound("api key"))
+            .ok_or(DomainError::NotFound("api key"))?;
+        self.cache.forget(&key.prefix);
+        Ok(key)
     }
 }
 

@@ -9,6 +9,7 @@ use kernel::{AccountKind, ApiKeyId, Principal, PrincipalSource};
 use subtle::ConstantTimeEq;
 
 use crate::api_keys::{hash_secret, split_key};
+use crate::key_cache::KeyCache;
 use crate::ports::{PrincipalDirectory, TokenRejection, TokenVerifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub struct Authenticator {
     tokens: Arc<dyn TokenVerifier>,
     directory: Arc<dyn PrincipalDirectory>,
     touched: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
+    keys: KeyCache,
 }
 
 impl Authenticator {
@@ -78,7 +80,18 @@ impl Authenticator {
             tokens,
             directory,
             touched: Arc::default(),
+            keys: KeyCache::disabled(),
         }
+    }
+
+    /// Shares `keys` with the services that revoke keys, so revocation clears it at once.
+    pub fn with_key_cache(mut self, keys: KeyCache) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
     }
 
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthFailure> {
@@ -120,12 +133,19 @@ impl Authenticator {
 
     async fn api_key(&self, key: &str) -> Result<Principal, AuthFailure> {
         let (prefix, _) = split_key(key).ok_or(AuthFailure::MalformedKey)?;
-        let stored = self
-            .directory
-            .key_by_prefix(prefix)
-            .await
-            .map_err(|_| AuthFailure::Unavailable)?
-            .ok_or(AuthFailure::UnknownKey)?;
+        let stored = match self.keys.get(prefix) {
+            Some(k) => k,
+            None => {
+                let k = self
+                    .directory
+                    .key_by_prefix(prefix)
+                    .await
+                    .map_err(|_| AuthFailure::Unavailable)?
+                    .ok_or(AuthFailure::UnknownKey)?;
+                self.keys.put(prefix, k.clone());
+                k
+            }
+        };
         // Compare hashes in constant time so timing reveals nothing about the stored secret.
         if !bool::from(
             hash_secret(key)
@@ -208,6 +228,25 @@ mod tests {
         for _ in 0..3 {
             auth.authenticate(Credential::ApiKey(&key)).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn cached_keys_skip_the_store_until_forgotten() {
+        let key = generate_key().full;
+        let s = stored(&key, false, None);
+        let mut dir = MockPrincipalDirectory::new();
+        dir.expect_key_by_prefix()
+            .times(2)
+            .returning(move |_| Ok(Some(s.clone())));
+        dir.expect_mark_key_used().returning(|_| Ok(()));
+        let cache = KeyCache::new(std::time::Duration::from_secs(60));
+        let auth = Authenticator::new(Arc::new(MockTokenVerifier::new()), Arc::new(dir))
+            .with_key_cache(cache.clone());
+        for _ in 0..3 {
+            auth.authenticate(Credential::ApiKey(&key)).await.unwrap();
+        }
+        cache.clear();
+        auth.authenticate(Credential::ApiKey(&key)).await.unwrap();
     }
 
     #[tokio::test]

@@ -5,12 +5,14 @@ use kernel::{
 };
 use serde_json::json;
 
+use crate::key_cache::KeyCache;
 use crate::model::{AuditDraft, Organization, OrganizationFields};
 use crate::ports::OrganizationRepo;
 
 #[derive(Clone)]
 pub struct OrganizationService {
     repo: Arc<dyn OrganizationRepo>,
+    keys: KeyCache,
 }
 
 pub(crate) fn validate_contact(
@@ -50,7 +52,16 @@ fn validate(fields: &OrganizationFields, creating: bool) -> Result<(), DomainErr
 
 impl OrganizationService {
     pub fn new(repo: Arc<dyn OrganizationRepo>) -> Self {
-        Self { repo }
+        Self {
+            repo,
+            keys: KeyCache::disabled(),
+        }
+    }
+
+    /// Deleting an organization voids its API keys; the cache forgets them at once.
+    pub fn with_key_cache(mut self, keys: KeyCache) -> Self {
+        self.keys = keys;
+        self
     }
 
     pub async fn list(
@@ -122,6 +133,7 @@ impl OrganizationService {
         }
         let audit = AuditDraft::by(who, "organization.deleted", json!({}));
         if self.repo.delete(TenantScope::All, id, audit).await? {
+            self.keys.clear();
             Ok(())
         } else {
             Err(DomainError::NotFound("organization"))

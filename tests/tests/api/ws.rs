@@ -321,7 +321,7 @@ async fn silent_clients_are_closed_and_live_ones_kept() {
     let a = t.organization("A").await;
     let x = t.grid(a, "X").await;
     let key = t.key(a, "MANAGER").await;
-    let heartbeat = Duration::from_millis(150);
+    let heartbeat = Duration::from_millis(200);
     let server = t
         .serve_with(api::ws::HubConfig {
             heartbeat,
@@ -329,13 +329,14 @@ async fn silent_clients_are_closed_and_live_ones_kept() {
         })
         .await;
 
-    let mut live = Ws::connect(&server, &key).await;
+    // Taken before the server's session starts, so the silence it measures is never longer.
+    let started = tokio::time::Instant::now();
     let mut dead = Ws::connect(&server, &key).await;
     dead.pong = false;
+    let mut live = Ws::connect(&server, &key).await;
 
     // The dead client sees pings, then a close frame: policy violation, heartbeat timeout.
     // Meanwhile the live one answers every ping.
-    let started = tokio::time::Instant::now();
     let deadline = started + WAIT;
     let mut pings = 0;
     let close = loop {
@@ -410,4 +411,20 @@ async fn the_listener_reconnects_and_clients_are_told_to_resync() {
     assert!(server.live.is_listening());
     patch_grid(&server, &key, x, 42).await;
     assert_grid_update(&ws.json().await, x, 42);
+}
+
+#[actix_web::test]
+async fn the_endpoint_is_in_the_openapi_document() {
+    let t = TestApp::start().await;
+    let doc = t.get("/api/v1/openapi.json", &As::Nobody).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let op = &doc.body["paths"]["/api/v1/ws"]["get"];
+    assert!(op.is_object(), "GET /api/v1/ws is not documented");
+    let text = op.to_string();
+    for needle in ["subscribe", "access_token", "resync", "101", "401"] {
+        assert!(
+            text.contains(needle),
+            "the description lacks {needle}: {text}"
+        );
+    }
 }
