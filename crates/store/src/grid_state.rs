@@ -47,6 +47,9 @@ async fn live_row(
     Ok(q.first::<LiveRow>(c).await.optional()?)
 }
 
+/// (id, external reference, protocol, online, last seen)
+type GatewayLine = (i64, String, String, bool, Option<DateTime<Utc>>);
+
 async fn load(
     c: &mut AsyncPgConnection,
     scope: TenantScope,
@@ -55,7 +58,7 @@ async fn load(
     let Some(row) = live_row(c, scope, grid).await? else {
         return Ok(None);
     };
-    let gateways: Vec<(i64, String, String, bool, Option<DateTime<Utc>>)> = dcus::table
+    let gateways: Vec<GatewayLine> = dcus::table
         .filter(dcus::grid_id.eq(grid))
         .filter(dcus::deleted_at.is_null())
         .order(dcus::id.asc())
