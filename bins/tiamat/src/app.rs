@@ -143,10 +143,19 @@ impl App {
     /// in the gap are lost. Dropping the handle stops it.
     pub fn spawn_live_listener(&self, database_url: String) -> store::listener::ListenerHandle {
         let hub = self.state.hub.clone();
-        let handle = store::listener::spawn(database_url, move |grid, payload| {
-            hub.dispatch(grid, payload);
-        });
+        let keys = self.state.auth.key_cache().clone();
+        let handle = store::listener::spawn(
+            database_url,
+            move |grid, payload| {
+                hub.dispatch(grid, payload);
+            },
+            move |prefix| match prefix {
+                "*" => keys.clear(),
+                prefix => keys.forget(prefix),
+            },
+        );
         let hub = self.state.hub.clone();
+        let keys = self.state.auth.key_cache().clone();
         let mut status = handle.status();
         tokio::spawn(async move {
             let mut was_up = false;
@@ -154,6 +163,8 @@ impl App {
                 let up = *status.borrow_and_update();
                 if up && was_up {
                     hub.broadcast(std::sync::Arc::from(api::ws::session::RESYNC));
+                    // Revocations may have been missed while disconnected.
+                    keys.clear();
                 }
                 was_up |= up;
             }

@@ -93,6 +93,7 @@ impl Db {
             let Some(row) = updated else {
                 return Ok(Some(row.into()));
             };
+            crate::events::publish_key_revoked(c, &row.prefix).await?;
             record(c, row.organization_id, "api_key", Some(row.id), &audit).await?;
             Ok::<_, StoreError>(Some(row.into()))
         })

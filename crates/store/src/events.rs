@@ -10,6 +10,19 @@ use crate::Result;
 /// The channel every instance listens on.
 pub const CHANNEL: &str = "tiamat_live";
 
+/// Revoked API keys: the payload is the key's prefix, or `*` for every key of a deleted
+/// organization. Sent inside the revoking transaction like live events.
+pub const AUTH_CHANNEL: &str = "tiamat_auth";
+
+pub(crate) async fn publish_key_revoked(conn: &mut AsyncPgConnection, prefix: &str) -> Result<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<Text, _>(AUTH_CHANNEL)
+        .bind::<Text, _>(prefix)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// NOTIFY payloads must stay under 8000 bytes; bigger events carry only the ids.
 const MAX_PAYLOAD: usize = 7900;
 

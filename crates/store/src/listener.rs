@@ -65,25 +65,40 @@ impl Drop for ListenerHandle {
 }
 
 /// Starts [`run`] on the tokio runtime. Dropping the handle stops the listener.
-pub fn spawn<F>(database_url: String, on_event: F) -> ListenerHandle
+pub fn spawn<F, A>(database_url: String, on_event: F, on_key_revoked: A) -> ListenerHandle
 where
     F: Fn(GridId, Arc<str>) + Send + Sync + 'static,
+    A: Fn(&str) + Send + Sync + 'static,
 {
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(database_url, tx, on_event));
+    let task = tokio::spawn(run(database_url, tx, on_event, on_key_revoked));
     ListenerHandle { status: rx, task }
 }
 
 /// Listens on [`CHANNEL`] forever, calling `on_event(grid_id, payload)` for every notification.
 /// The payload is passed on unchanged (the JSON of a `grids::events::LiveEvent`). `status` is set
 /// to `true` while listening. Never returns and never panics; connection losses are retried.
-pub async fn run<F>(database_url: String, status: watch::Sender<bool>, on_event: F)
-where
+/// Revoked API keys announced on [`crate::events::AUTH_CHANNEL`] go to `on_key_revoked(prefix)`
+/// (`"*"`: every key of some organization), so each instance's key cache forgets them.
+pub async fn run<F, A>(
+    database_url: String,
+    status: watch::Sender<bool>,
+    on_event: F,
+    on_key_revoked: A,
+) where
     F: Fn(GridId, Arc<str>) + Send + Sync + 'static,
+    A: Fn(&str) + Send + Sync + 'static,
 {
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
-        let failure = listen(&database_url, &status, &on_event, &mut backoff).await;
+        let failure = listen(
+            &database_url,
+            &status,
+            &on_event,
+            &on_key_revoked,
+            &mut backoff,
+        )
+        .await;
         status.send_if_modified(|up| std::mem::replace(up, false));
         metrics::gauge!("tiamat_live_listener_connected").set(0.0);
         metrics::counter!("tiamat_live_listener_errors_total").increment(1);
@@ -110,14 +125,16 @@ enum ListenError {
 }
 
 /// One connection's lifetime: connect, `LISTEN`, then relay until the connection fails.
-async fn listen<F>(
+async fn listen<F, A>(
     url: &str,
     status: &watch::Sender<bool>,
     on_event: &F,
+    on_key_revoked: &A,
     backoff: &mut Backoff,
 ) -> ListenError
 where
     F: Fn(GridId, Arc<str>),
+    A: Fn(&str),
 {
     let mut conn = match timed("connecting", AsyncPgConnection::establish(url)).await {
         Ok(Ok(c)) => c,
@@ -127,6 +144,7 @@ where
     for sql in [
         format!("SET application_name = '{APPLICATION_NAME}'"),
         format!("LISTEN {CHANNEL}"),
+        format!("LISTEN {}", crate::events::AUTH_CHANNEL),
     ] {
         match timed("LISTEN", diesel::sql_query(sql).execute(&mut conn)).await {
             Ok(Ok(_)) => {}
@@ -153,6 +171,9 @@ where
             }
         };
         match next {
+            Some(Some(Ok(n))) if n.channel == crate::events::AUTH_CHANNEL => {
+                on_key_revoked(&n.payload)
+            }
             Some(Some(Ok(n))) => relay(&n.payload, on_event),
             Some(Some(Err(e))) => return e.into(),
             Some(None) => return ListenError::Closed,

@@ -148,6 +148,7 @@ impl Db {
             .await?;
             if n == 1 {
                 record(c, id.get(), "organization", Some(id.get()), &audit).await?;
+                crate::events::publish_key_revoked(c, "*").await?;
             }
             Ok::<_, StoreError>(n == 1)
         })

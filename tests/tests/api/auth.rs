@@ -214,3 +214,57 @@ async fn malformed_unknown_and_expired_keys_are_401() {
     );
     assert_eq!(past.body["errors"][0]["field"], "expires_at");
 }
+
+/// With a long key cache, only the revocation notice can make the other instance refuse the key.
+#[actix_web::test]
+async fn a_key_revoked_on_one_instance_stops_working_on_another() {
+    let app = TestApp::start().await;
+    let mut cfg = tiamat_tests::config(&app.db.url);
+    cfg.api_key_cache_ttl = std::time::Duration::from_secs(300);
+    let a = tiamat_tests::Server::start(&cfg, api::ws::HubConfig::default()).await;
+    let b = tiamat_tests::Server::start(&cfg, api::ws::HubConfig::default()).await;
+    let org = app.organization("Acme").await;
+    let r = app
+        .post(
+            "/api/v1/api-keys",
+            &app.root,
+            json!({"name": "yeti", "role": "SERVICE", "organization_id": org}),
+        )
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let secret = r.body["secret"].as_str().unwrap().to_owned();
+    let root = match &app.root {
+        As::Key(k) => k.clone(),
+        _ => unreachable!(),
+    };
+    let http = awc::Client::default();
+    let me = |server: &tiamat_tests::Server| {
+        http.get(server.url("/api/v1/me"))
+            .insert_header(("X-API-Key", secret.clone()))
+            .send()
+    };
+    assert_eq!(
+        me(&b).await.unwrap().status(),
+        StatusCode::OK,
+        "B has the key cached now"
+    );
+    let revoked = http
+        .delete(a.url(&format!("/api/v1/api-keys/{id}")))
+        .insert_header(("X-API-Key", root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = me(&b).await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still accepts the revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
