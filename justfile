@@ -18,6 +18,7 @@ run: _dev-jwt-secret
     #!/usr/bin/env bash
     set -euo pipefail
     DB=$(bash scripts/db.sh url)
+    bash scripts/deps.sh
     cargo build --release -p tiamat
     export TIAMAT_DATABASE_URL="$DB"
     dev_secret=""
@@ -74,6 +75,7 @@ test *args:
     #!/usr/bin/env bash
     set -euo pipefail
     DB=$(bash scripts/db.sh url)
+    bash scripts/deps.sh
     export TIAMAT_TEST_DATABASE_URL="$DB"
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast "$@"
@@ -84,6 +86,7 @@ test *args:
 
 # Run the benchmarks (scripts/bench.sh).
 bench *args:
+    bash scripts/deps.sh
     bash scripts/bench.sh "$@"
 
 # Format the code.
@@ -92,6 +95,7 @@ fmt:
 
 # Check formatting and clippy lints (warnings are errors).
 lint:
+    bash scripts/deps.sh
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
@@ -100,6 +104,7 @@ migrate: _dev-jwt-secret
     #!/usr/bin/env bash
     set -euo pipefail
     DB=$(bash scripts/db.sh url)
+    bash scripts/deps.sh
     cargo build --release -p tiamat
     export TIAMAT_DATABASE_URL="$DB"
     if [ -z "${TIAMAT_JWT_SECRET:-}" ] && [ -z "${TIAMAT_JWKS_URL:-}" ]; then
@@ -113,6 +118,7 @@ token auth_user_id: _dev-jwt-secret
     #!/usr/bin/env bash
     set -euo pipefail
     DB=$(bash scripts/db.sh url)
+    bash scripts/deps.sh
     cargo build --release -q -p tiamat
     export TIAMAT_DATABASE_URL="$DB"
     if [ -z "${TIAMAT_JWT_SECRET:-}" ] && [ -z "${TIAMAT_JWKS_URL:-}" ]; then

@@ -20,6 +20,7 @@ use url::Url;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const WEBHOOK_SECRET: &str = "chirpstack-webhook-secret-for-tests";
 
 fn admin_url() -> String {
     std::env::var("TIAMAT_TEST_DATABASE_URL")
@@ -200,6 +201,7 @@ pub fn config(db_url: &str) -> Config {
         supabase: None,
         jwks_ttl: Duration::from_secs(300),
         api_key_cache_ttl: Duration::from_secs(5),
+        chirpstack_webhook_secret: Some(secrecy::SecretString::from(WEBHOOK_SECRET.to_owned())),
     }
 }
 

@@ -102,6 +102,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         None => Arc::new(LocalIdentityProvider),
     };
     let repo = Arc::new(db.clone());
+    let inbox: Arc<dyn grids::telemetry::Inbox> = Arc::new(db.clone());
     let keys = orgs::KeyCache::new(config.api_key_cache_ttl);
     let services = Services {
         organizations: OrganizationService::new(repo.clone()).with_key_cache(keys.clone()),
@@ -132,6 +133,11 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             auth,
             health,
             hub: api::ws::Hub::default(),
+            inbox,
+            chirpstack_webhook_secret: config
+                .chirpstack_webhook_secret
+                .as_ref()
+                .map(|s| Arc::from(s.expose_secret())),
         },
     })
 }

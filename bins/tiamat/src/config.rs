@@ -35,6 +35,9 @@ pub struct Config {
     pub jwks_ttl: Duration,
     /// How long a resolved API key is reused before it is read again (0 disables).
     pub api_key_cache_ttl: Duration,
+    /// Secret ChirpStack's HTTP integration sends (`X-Webhook-Token` or `Authorization: Bearer`);
+    /// unset disables the webhook (it answers 503).
+    pub chirpstack_webhook_secret: Option<SecretString>,
 }
 
 fn parse_bool(name: &str, v: &str, errors: &mut Vec<String>) -> bool {
@@ -152,6 +155,13 @@ impl Config {
                 Duration::ZERO
             }
         };
+        let chirpstack_webhook_secret = var("TIAMAT_CHIRPSTACK_WEBHOOK_SECRET");
+        if chirpstack_webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 16)
+        {
+            errors.push("TIAMAT_CHIRPSTACK_WEBHOOK_SECRET must be at least 16 characters".into());
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -169,6 +179,7 @@ impl Config {
             supabase,
             jwks_ttl: Duration::from_secs(300),
             api_key_cache_ttl,
+            chirpstack_webhook_secret: chirpstack_webhook_secret.map(SecretString::from),
         })
     }
 }

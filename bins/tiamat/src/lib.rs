@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bootstrap;
 pub mod config;
+pub mod inbox_worker;
 
 pub use app::{App, build};
 pub use config::Config;

@@ -147,6 +147,7 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
     }
     api::metrics::handle();
     let _jwks = app.spawn_jwks_refresh(Duration::from_secs(300));
+    let _inbox = tiamat::inbox_worker::spawn(&app);
     // Live events from every instance, for this instance's WebSocket clients.
     let _live = app
         .spawn_live_listener(secrecy::ExposeSecret::expose_secret(&config.database_url).to_owned());

@@ -63,6 +63,7 @@ impl Modify for Security {
         routes::meters::update, routes::meters::assign, routes::meters::unassign,
         routes::grid_state::get_state, routes::grid_state::put_state, routes::grid_state::connectivity,
         routes::grid_state::export,
+        routes::integrations::chirpstack_events,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
@@ -70,7 +71,7 @@ impl Modify for Security {
     tags(
         (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
         (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
-        (name = "connections"), (name = "meters"), (name = "operations"),
+        (name = "connections"), (name = "meters"), (name = "integrations"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;

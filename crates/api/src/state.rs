@@ -52,4 +52,8 @@ pub struct AppState {
     pub health: Arc<dyn HealthCheck>,
     /// Live-event fan-out to this instance's WebSocket clients.
     pub hub: crate::ws::Hub,
+    /// Where inbound integration events are stored before processing.
+    pub inbox: Arc<dyn grids::telemetry::Inbox>,
+    /// The shared secret ChirpStack sends with its webhooks; `None` disables the endpoint.
+    pub chirpstack_webhook_secret: Option<Arc<str>>,
 }

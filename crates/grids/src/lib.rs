@@ -6,6 +6,7 @@ pub mod gateways;
 pub mod meters;
 pub mod site;
 pub mod state;
+pub mod telemetry;
 pub mod vocab;
 
 use std::sync::Arc;

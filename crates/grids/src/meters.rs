@@ -40,6 +40,8 @@ pub struct Meter {
     pub external_system: MeterSystem,
     /// The serial number, unique per vendor system.
     pub external_reference: String,
+    /// The LoRaWAN DevEUI the network server knows the meter by (lower-case hex).
+    pub lorawan_dev_eui: Option<String>,
     pub communication_protocol: CommunicationProtocol,
     pub meter_type: MeterType,
     pub meter_phase: MeterPhase,
@@ -65,6 +67,7 @@ pub struct Meter {
 pub struct NewMeter {
     pub external_system: MeterSystem,
     pub external_reference: String,
+    pub lorawan_dev_eui: Option<String>,
     pub communication_protocol: CommunicationProtocol,
     pub meter_type: MeterType,
     pub meter_phase: MeterPhase,
@@ -75,6 +78,7 @@ pub struct NewMeter {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MeterChanges {
+    pub lorawan_dev_eui: Option<Option<String>>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
     pub communication_protocol: Option<CommunicationProtocol>,
@@ -172,6 +176,17 @@ pub trait MeterRepo: Send + Sync {
     ) -> Result<Vec<Meter>, DomainError>;
 }
 
+/// A DevEUI is 16 hex digits; stored lower-case as ChirpStack v4 sends it.
+fn check_dev_eui(v: &mut Validator, eui: Option<&str>) {
+    if let Some(e) = eui {
+        v.check(
+            e.len() == 16 && e.bytes().all(|b| b.is_ascii_hexdigit()),
+            "lorawan_dev_eui",
+            "must be 16 hexadecimal digits",
+        );
+    }
+}
+
 #[derive(Clone)]
 pub struct MeterService {
     repo: Arc<dyn MeterRepo>,
@@ -263,7 +278,15 @@ impl MeterService {
         if let Some(Some(n)) = &changes.nickname {
             v.text("nickname", n, 100);
         }
+        check_dev_eui(
+            &mut v,
+            changes.lorawan_dev_eui.as_ref().and_then(|e| e.as_deref()),
+        );
         v.finish()?;
+        let changes = MeterChanges {
+            lorawan_dev_eui: changes.lorawan_dev_eui.map(|e| e.map(|e| e.to_lowercase())),
+            ..changes
+        };
         let audit = AuditDraft::by(who, "meter.updated", json!({}));
         self.repo
             .update(who.scope(), id, changes, audit)

@@ -13,6 +13,7 @@ pub mod events;
 mod gateways;
 mod grid_state;
 mod grids;
+mod inbox;
 pub mod listener;
 mod members;
 mod meters;

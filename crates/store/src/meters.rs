@@ -52,6 +52,7 @@ struct MeterRow {
     observed_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    lorawan_dev_eui: Option<String>,
 }
 
 type Joined = (MeterRow, Option<i64>, Option<String>);
@@ -69,6 +70,7 @@ fn to_meter((r, customer_id, customer_name): Joined) -> Result<Meter> {
         external_system: MeterSystem::parse(&r.external_system)
             .ok_or_else(|| corrupt("meter system", &r.external_system))?,
         external_reference: r.external_reference,
+        lorawan_dev_eui: r.lorawan_dev_eui,
         communication_protocol: CommunicationProtocol::parse(&r.communication_protocol)
             .ok_or_else(|| corrupt("protocol", &r.communication_protocol))?,
         meter_type: MeterType::parse(&r.meter_type)
@@ -199,6 +201,7 @@ async fn choose_gateway(
 #[derive(AsChangeset)]
 #[diesel(table_name = me)]
 struct MeterRowChanges {
+    lorawan_dev_eui: Option<Option<String>>,
     meter_type: Option<&'static str>,
     meter_phase: Option<&'static str>,
     communication_protocol: Option<&'static str>,
@@ -326,6 +329,7 @@ impl Db {
                     me::organization_id.eq(org.get()),
                     me::external_system.eq(new.external_system.as_str()),
                     me::external_reference.eq(&new.external_reference),
+                    me::lorawan_dev_eui.eq(&new.lorawan_dev_eui),
                     me::communication_protocol.eq(new.communication_protocol.as_str()),
                     me::meter_type.eq(new.meter_type.as_str()),
                     me::meter_phase.eq(new.meter_phase.as_str()),
@@ -372,6 +376,7 @@ impl Db {
             }
             diesel::update(me::table.find(id.get()))
                 .set(MeterRowChanges {
+                    lorawan_dev_eui: ch.lorawan_dev_eui,
                     meter_type: ch.meter_type.map(MeterType::as_str),
                     meter_phase: ch.meter_phase.map(MeterPhase::as_str),
                     communication_protocol: ch

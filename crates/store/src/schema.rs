@@ -284,6 +284,24 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        lorawan_dev_eui -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    inbound_events (id) {
+        id -> Int8,
+        source -> Text,
+        event_type -> Text,
+        dedup_key -> Text,
+        dev_eui -> Nullable<Text>,
+        payload -> Jsonb,
+        received_at -> Timestamptz,
+        locked_until -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        processed_at -> Nullable<Timestamptz>,
+        outcome -> Nullable<Text>,
     }
 }
 

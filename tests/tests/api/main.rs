@@ -12,4 +12,5 @@ mod operations;
 mod organizations;
 mod repositories;
 mod supabase;
+mod webhooks;
 mod ws;

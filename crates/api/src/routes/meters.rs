@@ -42,6 +42,8 @@ pub struct RegisterMeter {
     pub external_system: MeterSystem,
     /// The serial number.
     pub external_reference: String,
+    /// LoRaWAN DevEUI (16 hex digits): uplinks from the network server are matched by it.
+    pub lorawan_dev_eui: Option<String>,
     pub communication_protocol: Option<CommunicationProtocol>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
@@ -55,6 +57,9 @@ pub struct RegisterMeter {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeter {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub lorawan_dev_eui: Option<Option<String>>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
     pub communication_protocol: Option<CommunicationProtocol>,
@@ -143,6 +148,7 @@ pub async fn register(
     let new = NewMeter {
         external_system: b.external_system,
         external_reference: b.external_reference,
+        lorawan_dev_eui: b.lorawan_dev_eui,
         communication_protocol: b
             .communication_protocol
             .unwrap_or(CommunicationProtocol::CalinLorawan),
@@ -198,6 +204,7 @@ pub async fn update(
 ) -> ApiResult<HttpResponse> {
     let b = body.into_inner();
     let changes = MeterChanges {
+        lorawan_dev_eui: b.lorawan_dev_eui,
         meter_type: b.meter_type,
         meter_phase: b.meter_phase,
         communication_protocol: b.communication_protocol,

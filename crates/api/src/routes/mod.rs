@@ -9,6 +9,7 @@ pub mod dcus;
 pub mod grid_state;
 pub mod grids;
 pub mod health;
+pub mod integrations;
 pub mod me;
 pub mod members;
 pub mod meters;

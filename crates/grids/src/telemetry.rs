@@ -1,0 +1,67 @@
+//! What the network tells us about hardware: integration events are stored first (deduplicated),
+//! then processed by workers; uplinks keep meters' and gateways' "last seen" current.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kernel::{DomainError, MeterId};
+
+/// An event as received, before processing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundEvent {
+    pub source: &'static str,
+    pub event_type: String,
+    pub dedup_key: String,
+    pub dev_eui: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+/// An event a worker has leased for processing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedEvent {
+    pub id: i64,
+    pub event_type: String,
+    pub dev_eui: Option<String>,
+    pub payload: serde_json::Value,
+    /// Including this claim.
+    pub attempts: i32,
+}
+
+/// A durable inbox: a row is processed once even with several workers, and a crashed worker's
+/// lease runs out so another picks the row up.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Inbox: Send + Sync {
+    /// `false` when an event with the same key was stored before (a duplicate).
+    async fn store(&self, event: InboundEvent) -> Result<bool, DomainError>;
+    /// Leases up to `limit` due events for `lease_secs`, oldest first, skipping rows other
+    /// workers hold.
+    async fn claim(&self, limit: i64, lease_secs: i64) -> Result<Vec<ClaimedEvent>, DomainError>;
+    async fn complete(&self, id: i64, outcome: String) -> Result<(), DomainError>;
+    /// Leaves the event for another attempt after `after_secs`, or gives up on it.
+    async fn retry_later(
+        &self,
+        id: i64,
+        error: String,
+        after_secs: i64,
+        give_up: bool,
+    ) -> Result<(), DomainError>;
+}
+
+/// A device was heard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub dev_eui: String,
+    pub seen_at: DateTime<Utc>,
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+    /// Gateway ids (lower-case hex) that heard it.
+    pub gateways: Vec<String>,
+}
+
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TelemetryRepo: Send + Sync {
+    /// Marks the meter with this DevEUI and the gateways as seen (never moving `last_seen_at`
+    /// backwards) and announces the changes on their grid. `None` when no meter has the DevEUI.
+    async fn record_uplink(&self, uplink: Uplink) -> Result<Option<MeterId>, DomainError>;
+}
