@@ -41,6 +41,7 @@ bin=${CARGO_TARGET_DIR:-target}/release/tiamat
 export TIAMAT_DATABASE_URL="$bench_url"
 export TIAMAT_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
 export TIAMAT_LOG=warn TIAMAT_LISTEN="127.0.0.1:$port" TIAMAT_DB_POOL_SIZE="$pool"
+export TIAMAT_CHIRPSTACK_WEBHOOK_SECRET="bench-webhook-secret-0123456789"
 unset TIAMAT_JWKS_URL TIAMAT_SUPABASE_URL TIAMAT_SUPABASE_SERVICE_ROLE_KEY
 
 "$bin" migrate 2>/dev/null
@@ -146,6 +147,19 @@ say "WebSocket fan-out: $subscribers subscribers over $ws_grids grids"
 ws=$("${CARGO_TARGET_DIR:-target}/release/loadgen" ws-fanout --url "http://127.0.0.1:$port" --key "$key" \
     --grids "$ws_grids" --subscribers "$subscribers" --changes 200 2>/dev/null || echo '{}')
 rss_ws_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+
+say "ChirpStack webhook ingest: 20000 unique uplinks at concurrency $conc"
+hook=$("${CARGO_TARGET_DIR:-target}/release/loadgen" webhook --url "http://127.0.0.1:$port" \
+    --secret "$TIAMAT_CHIRPSTACK_WEBHOOK_SECRET" --events 20000 --concurrency "$conc" 2>/dev/null || echo '{}')
+cat >/tmp/tiamat-bench-inbox.sql <<'SQL'
+INSERT INTO inbound_events (source, event_type, dedup_key, dev_eui, payload)
+VALUES ('chirpstack', 'up', 'pgb-' || :client_id || '-' || random()::text, '0000000000000001',
+        '{"deduplicationId": "x", "deviceInfo": {"devEui": "0000000000000001"}, "fCnt": 1, "fPort": 1, "data": "aGk=", "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -90, "snr": 7.0}]}'::jsonb)
+ON CONFLICT DO NOTHING;
+SQL
+say "pgbench: the same inserts"
+hook_pg=$("$pgbench_bin" -n -M prepared -c "$conc" -j 2 -T 10 -f /tmp/tiamat-bench-inbox.sql "$bench_url" 2>/dev/null |
+    awk '/^tps/ {print int($3); exit}')
 rss_peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
@@ -160,4 +174,5 @@ printf '\n  peak RSS after the HTTP runs: %s MB   (target < 100 MB)\n' "$((rss_h
 printf '\nWebSocket fan-out (state change -> delivery at every subscriber of the grid)\n  %s\n' "$ws"
 printf '  server RSS with all subscribers connected: %s MB, peak %s MB   (target < 300 MB)\n' \
     "$((rss_ws_kb / 1024))" "$((rss_peak_kb / 1024))"
-echo "  targets: API >= 50 % of pgbench; p99 < 25 ms (customers), < 30 ms (meters), < 100 ms (fan-out)"
+printf '\nChirpStack webhook ingest (stored durably, deduplicated)\n  %s\n  pgbench inserting the same rows: %s tps\n' "$hook" "$hook_pg"
+echo "  targets: API >= 50 % of pgbench; p99 < 25 ms (customers), < 30 ms (meters), < 100 ms (fan-out); webhook >= 3000 events/s"

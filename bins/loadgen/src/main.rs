@@ -36,6 +36,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         changes: usize,
     },
+    /// Posts unique ChirpStack `up` events to the webhook as fast as it can.
+    Webhook {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -48,13 +59,91 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::WsFanout {
-        url,
-        key,
-        grids,
-        subscribers,
-        changes,
-    } = Cli::parse().command;
+    match Cli::parse().command {
+        Command::WsFanout {
+            url,
+            key,
+            grids,
+            subscribers,
+            changes,
+        } => ws_fanout(url, key, grids, subscribers, changes).await,
+        Command::Webhook {
+            url,
+            secret,
+            events,
+            concurrency,
+        } => webhook(url, secret, events, concurrency).await,
+    }
+}
+
+async fn webhook(
+    url: String,
+    secret: String,
+    events: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let endpoint = format!("{url}/api/v1/integrations/chirpstack/events?event=up");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run = std::process::id();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, endpoint, secret, next) =
+            (http.clone(), endpoint.clone(), secret.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stored = 0usize;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= events {
+                    break;
+                }
+                let body = json!({
+                    "deduplicationId": format!("bench-{run}-{i}"), "time": "2026-11-27T10:00:00Z",
+                    "deviceInfo": {"devEui": format!("{:016x}", i % 10_000)}, "fCnt": i, "fPort": 1, "data": "aGk=",
+                    "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -90, "snr": 7.0}]
+                });
+                let t = Instant::now();
+                let ok = http
+                    .post(&endpoint)
+                    .header("X-Webhook-Token", &secret)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                stored += usize::from(ok);
+            }
+            (stored, latencies)
+        }));
+    }
+    let mut stored = 0;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (s, l) = t.await?;
+        stored += s;
+        latencies.extend(l);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let out = json!({
+        "events": events, "accepted": stored, "seconds": (secs * 100.0).round() / 100.0,
+        "events_per_second": (stored as f64 / secs).round(),
+        "p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+async fn ws_fanout(
+    url: String,
+    key: String,
+    grids: usize,
+    subscribers: usize,
+    changes: usize,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     let mut grid_ids = Vec::with_capacity(grids);
