@@ -78,8 +78,7 @@
 //! assert_eq!(frame, [0x68, 0x23, 0x36, 0x33, 0x03, 0x70, 0x04, 0x68, 0x01, 0x02, 0x54, 0x17, 0x41, 0x16]);
 //!
 //! let reply = [0x68, 0x23, 0x36, 0x33, 0x03, 0x70, 0x04, 0x68, 0xC0, 0x01, 0x34, 0xC8, 0x16];
-//! let Response::Nack(nack) = decode(&reply)? else { panic!("expected a refusal") };
-//! assert_eq!(nack.reason(), calin::NackReason::TokenAlreadyUsed);
+//! assert!(matches!(decode(&reply)?, Response::Nack(n) if n.reason() == calin::NackReason::TokenAlreadyUsed));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
