@@ -57,6 +57,7 @@
 //! [`InteractionRepo`], [`ShadowRepo`], [`TokenGenerator`] and [`Clock`], with `mockall` mocks
 //! behind the `mocks` feature.
 
+pub mod commands;
 pub mod gatekeeper;
 pub mod ids;
 pub mod intake;
@@ -69,6 +70,9 @@ pub mod status;
 pub mod token;
 pub mod verify;
 
+pub use commands::{
+    CommandRequest, CommandService, InteractionFilter, InteractionQueries, InteractionView,
+};
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,
     Release, gatekeeper,
