@@ -118,6 +118,14 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         connections: grids::connections::ConnectionService::new(repo.clone()),
         meters: grids::meters::MeterService::new(repo.clone()),
         grid_state: grids::state::GridStateService::new(repo.clone()),
+        commands: meters::CommandService::new(
+            repo.clone(),
+            repo.clone(),
+            repo.clone(),
+            repo.clone(),
+            repo.clone(),
+            Arc::new(meters::SystemClock),
+        ),
     };
     let auth = Authenticator::new(Arc::new(jwt.clone()), repo).with_key_cache(keys);
     let health = Arc::new(Health {

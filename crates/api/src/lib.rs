@@ -47,6 +47,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(routes::connections::routes)
                     .configure(routes::meters::routes)
                     .configure(routes::integrations::routes)
+                    .configure(routes::interactions::routes)
                     .configure(routes::api_keys::routes)
                     .configure(routes::audit_events::routes)
                     .default_service(web::to(error::not_found)),

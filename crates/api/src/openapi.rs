@@ -64,6 +64,8 @@ impl Modify for Security {
         routes::grid_state::get_state, routes::grid_state::put_state, routes::grid_state::connectivity,
         routes::grid_state::export,
         routes::integrations::chirpstack_events,
+        routes::interactions::create, routes::interactions::list, routes::interactions::get_one,
+        routes::interactions::cancel,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
@@ -71,7 +73,7 @@ impl Modify for Security {
     tags(
         (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
         (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
-        (name = "connections"), (name = "meters"), (name = "integrations"), (name = "operations"),
+        (name = "connections"), (name = "meters"), (name = "integrations"), (name = "commands"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;

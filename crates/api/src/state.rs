@@ -24,6 +24,7 @@ pub struct Services {
     pub connections: grids::connections::ConnectionService,
     pub meters: grids::meters::MeterService,
     pub grid_state: grids::state::GridStateService,
+    pub commands: meters::CommandService,
 }
 
 /// One dependency's state in `/health/ready`.

@@ -51,7 +51,10 @@ pub(crate) struct Frame {
 /// Wraps a logical data field (without the offset) into a complete frame.
 pub(crate) fn encode(address: MeterAddress, control: u8, data: &[u8]) -> Vec<u8> {
     // Every data field this crate builds is at most 35 bytes; the length byte cannot overflow.
-    debug_assert!(data.len() <= usize::from(u8::MAX), "data field longer than 255 bytes");
+    debug_assert!(
+        data.len() <= usize::from(u8::MAX),
+        "data field longer than 255 bytes"
+    );
     let len = u8::try_from(data.len()).unwrap_or(u8::MAX);
     let mut out = Vec::with_capacity(OVERHEAD + data.len());
     out.push(START);

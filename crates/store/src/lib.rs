@@ -14,6 +14,8 @@ mod gateways;
 mod grid_state;
 mod grids;
 mod inbox;
+mod interaction_queries;
+mod interactions;
 pub mod listener;
 mod members;
 mod meters;

@@ -305,6 +305,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    meter_interactions (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Nullable<Int8>,
+        meter_id -> Int8,
+        kind -> Text,
+        status -> Text,
+        origin -> Text,
+        priority -> Int4,
+        power_limit_w -> Nullable<Int4>,
+        energy_wh -> Nullable<Int8>,
+        token -> Nullable<Text>,
+        commissioning_id -> Nullable<Int8>,
+        batch_execution_id -> Nullable<Int8>,
+        intended -> Nullable<Jsonb>,
+        expires_at -> Nullable<Timestamptz>,
+        parked_for_retry -> Bool,
+        superseded_by -> Nullable<Int8>,
+        coalesced_requests -> Int4,
+        history -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    meter_shadows (meter_id) {
+        meter_id -> Int8,
+        organization_id -> Int8,
+        state -> Jsonb,
+        version -> Int8,
+        drifted -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(grids -> organizations (organization_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(agents -> accounts (account_id));
@@ -326,7 +363,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     poles,
     connections,
     connection_requested_meters,
-    meters
+    meters,
+    meter_interactions,
+    meter_shadows
 );
 
 diesel::joinable!(connection_requested_meters -> connections (connection_id));

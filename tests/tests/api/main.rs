@@ -1,11 +1,13 @@
 //! End-to-end API tests: the whole app in process on a fresh PostgreSQL database per test.
 
 mod auth;
+mod commands;
 mod connections_meters;
 mod customers_agents;
 mod grid_state;
 mod grids;
 mod infrastructure;
+mod interactions_store;
 mod keys_audit;
 mod members;
 mod operations;

@@ -10,6 +10,7 @@ pub mod grid_state;
 pub mod grids;
 pub mod health;
 pub mod integrations;
+pub mod interactions;
 pub mod me;
 pub mod members;
 pub mod meters;

@@ -1,0 +1,2 @@
+DROP TABLE meter_shadows;
+DROP TABLE meter_interactions;

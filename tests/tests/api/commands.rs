@@ -1,0 +1,258 @@
+use actix_web::http::StatusCode;
+use serde_json::json;
+use tiamat_tests::{As, TestApp};
+
+/// An organization with an energised grid, an online LoRaWAN gateway and an installed meter.
+async fn installed_meter(app: &TestApp, name: &str, energised: bool) -> (i64, i64, As) {
+    let org = app.organization(name).await;
+    let grid = app.grid(org, &format!("{name} grid")).await;
+    let (_, manager) = app.member(org, "MANAGER").await;
+    let key = app.key(org, "SERVICE").await;
+    let c = app
+        .post(
+            "/api/v1/customers",
+            &manager,
+            json!({"grid_id": grid, "full_name": "C"}),
+        )
+        .await;
+    let conn = app
+        .post(
+            "/api/v1/connections",
+            &manager,
+            json!({"customer_id": c.body["id"]}),
+        )
+        .await;
+    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
+    let gw = gw.body["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/dcus/{gw}/assign"),
+        &manager,
+        json!({"grid_id": grid}),
+    )
+    .await;
+    app.put(
+        "/api/v1/dcus/state",
+        &key,
+        json!({"states": [{"id": gw, "is_online": true}]}),
+    )
+    .await;
+    app.put(
+        &format!("/api/v1/grids/{grid}/state"),
+        &key,
+        json!({"is_hps_on": energised}),
+    )
+    .await;
+    let m = app
+        .post(
+            "/api/v1/meters",
+            &manager,
+            json!({"external_system": "CALIN", "external_reference": format!("{name}-1")}),
+        )
+        .await;
+    let meter = m.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/meters/{meter}/assign"),
+            &manager,
+            json!({"connection_id": conn.body["id"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let now = chrono::Utc::now().to_rfc3339();
+    app.put(
+        "/api/v1/meters/state",
+        &key,
+        json!({"states": [{"id": meter, "last_seen_at": now}]}),
+    )
+    .await;
+    (meter, grid, manager)
+}
+
+#[actix_web::test]
+async fn commands_are_queued_coalesced_superseded_and_cancelled() {
+    let app = TestApp::start().await;
+    let (meter, grid, manager) = installed_meter(&app, "A", true).await;
+
+    let off = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "TURN_OFF"}),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::CREATED, "{:?}", off.body);
+    assert_eq!(off.body["status"], "QUEUED");
+    assert_eq!(off.body["grid_id"], grid);
+    let off_id = off.body["id"].as_i64().unwrap();
+
+    let read1 = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "READ_CREDIT"}),
+        )
+        .await;
+    assert_eq!(read1.status, StatusCode::CREATED, "{:?}", read1.body);
+    assert!(read1.body["expires_at"].is_string(), "reads expire");
+    let read2 = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "READ_CREDIT"}),
+        )
+        .await;
+    assert_eq!(
+        read2.status,
+        StatusCode::OK,
+        "coalesced into the pending read"
+    );
+    assert_eq!(read2.body["id"], read1.body["id"]);
+    assert_eq!(read2.body["coalesced_requests"], 1);
+
+    let on = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "TURN_ON"}),
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::CREATED, "{:?}", on.body);
+    let off_now = app
+        .get(&format!("/api/v1/interactions/{off_id}"), &manager)
+        .await;
+    assert_eq!(
+        off_now.body["status"], "SUPERSEDED",
+        "the contradicting TURN_OFF is retired"
+    );
+    assert_eq!(off_now.body["superseded_by"], on.body["id"]);
+
+    let unfinished = app
+        .get(
+            &format!("/api/v1/interactions?meter_id={meter}&status=QUEUED"),
+            &manager,
+        )
+        .await;
+    let kinds: Vec<_> = unfinished.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["READ_CREDIT", "TURN_ON"]);
+
+    let on_id = on.body["id"].as_i64().unwrap();
+    let cancelled = app
+        .post(
+            &format!("/api/v1/interactions/{on_id}/cancel"),
+            &manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "ABORTED");
+    let again = app
+        .post(
+            &format!("/api/v1/interactions/{on_id}/cancel"),
+            &manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[actix_web::test]
+async fn a_dark_grid_suspends_and_bad_requests_are_refused() {
+    let app = TestApp::start().await;
+    let (meter, _, manager) = installed_meter(&app, "A", false).await;
+    let (other_meter, _, other_manager) = installed_meter(&app, "B", true).await;
+    let r = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "TURN_OFF"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["status"], "SUSPENDED");
+    assert_eq!(r.body["history"][0]["code"], "grid_not_energised");
+
+    let bad = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "SET_POWER_LIMIT"}),
+        )
+        .await;
+    assert_eq!(
+        bad.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a limit needs its watts: {:?}",
+        bad.body
+    );
+    let bad = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "EXPLODE"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &As::Nobody,
+            json!({"kind": "TURN_ON"})
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, dev) = app
+        .member(r.body["organization_id"].as_i64().unwrap(), "DEVELOPER")
+        .await;
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &dev,
+            json!({"kind": "TURN_ON"})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/meters/{other_meter}/commands"),
+            &manager,
+            json!({"kind": "TURN_ON"})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/interactions/{id}"), &other_manager)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        app.get("/api/v1/interactions", &other_manager).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let top_up = app
+        .post(
+            &format!("/api/v1/meters/{meter}/commands"),
+            &manager,
+            json!({"kind": "TOP_UP", "energy_wh": 1000}),
+        )
+        .await;
+    assert_eq!(
+        top_up.status,
+        StatusCode::FORBIDDEN,
+        "credit is sold through orders"
+    );
+}
