@@ -103,6 +103,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
     };
     let repo = Arc::new(db.clone());
     let inbox: Arc<dyn grids::telemetry::Inbox> = Arc::new(db.clone());
+    let idempotency: Arc<dyn orgs::IdempotencyStore> = Arc::new(db.clone());
     let keys = orgs::KeyCache::new(config.api_key_cache_ttl);
     let services = Services {
         organizations: OrganizationService::new(repo.clone()).with_key_cache(keys.clone()),
@@ -142,6 +143,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             health,
             hub: api::ws::Hub::default(),
             inbox,
+            idempotency,
             chirpstack_webhook_secret: config
                 .chirpstack_webhook_secret
                 .as_ref()

@@ -57,4 +57,6 @@ pub struct AppState {
     pub inbox: Arc<dyn grids::telemetry::Inbox>,
     /// The shared secret ChirpStack sends with its webhooks; `None` disables the endpoint.
     pub chirpstack_webhook_secret: Option<Arc<str>>,
+    /// First answers of requests sent with an `Idempotency-Key`.
+    pub idempotency: Arc<dyn orgs::IdempotencyStore>,
 }

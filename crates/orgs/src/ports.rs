@@ -238,3 +238,29 @@ pub trait IdentityProvider: Send + Sync {
     /// Stops a login user from signing in (idempotent).
     async fn disable(&self, auth_user_id: Uuid) -> Result<(), IdentityError>;
 }
+
+/// A remembered answer to an idempotent request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RememberedResponse {
+    pub fingerprint: Vec<u8>,
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// Stores first answers for `Idempotency-Key` (DESIGN.md §4).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn recall(
+        &self,
+        organization: OrganizationId,
+        key: &str,
+    ) -> Result<Option<RememberedResponse>, DomainError>;
+    /// Keeps the first answer: a concurrent duplicate that finished first wins, and is returned.
+    async fn remember(
+        &self,
+        organization: OrganizationId,
+        key: &str,
+        response: RememberedResponse,
+    ) -> Result<RememberedResponse, DomainError>;
+}

@@ -13,6 +13,7 @@ pub mod events;
 mod gateways;
 mod grid_state;
 mod grids;
+mod idempotency;
 mod inbox;
 mod interaction_queries;
 mod interactions;

@@ -256,3 +256,65 @@ async fn a_dark_grid_suspends_and_bad_requests_are_refused() {
         "credit is sold through orders"
     );
 }
+
+#[actix_web::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    use actix_web::test::TestRequest;
+    let app = TestApp::start().await;
+    let (meter, _, manager) = installed_meter(&app, "A", true).await;
+    let As::Token(token) = &manager else {
+        unreachable!()
+    };
+    let send = |key: &str, body: serde_json::Value| {
+        TestRequest::post()
+            .uri(&format!("/api/v1/meters/{meter}/commands"))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .insert_header(("Idempotency-Key", key.to_owned()))
+            .set_json(body)
+            .to_request()
+    };
+    let first = app.send(send("op-42", json!({"kind": "TURN_OFF"}))).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let repeat = app.send(send("op-42", json!({"kind": "TURN_OFF"}))).await;
+    assert_eq!(
+        repeat.status,
+        StatusCode::CREATED,
+        "the first answer, status included"
+    );
+    assert_eq!(repeat.body["id"], first.body["id"]);
+    assert_eq!(repeat.headers.get("idempotent-replayed").unwrap(), "true");
+    let reused = app.send(send("op-42", json!({"kind": "TURN_ON"}))).await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        reused.body
+    );
+    assert_eq!(reused.body["errors"][0]["field"], "Idempotency-Key");
+    let all = app
+        .get(&format!("/api/v1/interactions?meter_id={meter}"), &manager)
+        .await;
+    assert_eq!(
+        all.body["items"].as_array().unwrap().len(),
+        1,
+        "nothing done twice"
+    );
+    // Another organization's identical key is its own.
+    let (other_meter, _, other_manager) = installed_meter(&app, "B", true).await;
+    let As::Token(other_token) = &other_manager else {
+        unreachable!()
+    };
+    let other = app
+        .send(
+            TestRequest::post()
+                .uri(&format!("/api/v1/meters/{other_meter}/commands"))
+                .insert_header(("Authorization", format!("Bearer {other_token}")))
+                .insert_header(("Idempotency-Key", "op-42"))
+                .set_json(json!({"kind": "TURN_OFF"}))
+                .to_request(),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert_ne!(other.body["id"], first.body["id"]);
+}

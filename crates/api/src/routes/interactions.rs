@@ -26,7 +26,7 @@ pub struct ListQuery {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCommand {
     /// e.g. `TURN_OFF`, `TURN_ON`, `READ_CREDIT`, `SET_POWER_LIMIT`, `DELIVER_PREEXISTING_TOKEN`.
@@ -50,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// SUSPENDS it, a LoRaWAN meter silent for 24 h ABORTS it), coalesces it into an identical pending
 /// one (200 with that interaction) and supersedes contradicting queued ones; 201 when created.
 /// Needs `meter_command` (`order_manage` for TOP_UP, `token_redeliver` for pre-existing tokens).
+/// Send an `Idempotency-Key` header to make retries safe: a repeat returns the first answer.
 /// Delivery to the network server is not built yet: interactions wait QUEUED.
 #[utoipa::path(post, path = "/api/v1/meters/{id}/commands", tag = "commands", request_body = CreateCommand,
     responses((status = 201, body = InteractionView), (status = 200, body = InteractionView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
@@ -59,25 +60,31 @@ pub async fn create(
     state: State,
     id: web::Path<i64>,
     body: web::Json<CreateCommand>,
-    _req: HttpRequest,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let b = body.into_inner();
+    let fingerprint = serde_json::to_value(&b).unwrap_or_default();
     let request = CommandRequest {
         kind: b.kind,
         power_limit_w: b.power_limit_w,
         energy_wh: b.energy_wh,
         token: b.token,
     };
-    let (view, created) = state
-        .services
-        .commands
-        .create(&caller, MeterId(*id), request)
-        .await?;
-    Ok(if created {
-        HttpResponse::Created().json(view)
-    } else {
-        HttpResponse::Ok().json(view)
+    let meter = MeterId(*id);
+    crate::idempotency::run(&state, &caller, &req, &fingerprint, || async {
+        let (view, created) = state
+            .services
+            .commands
+            .create(&caller, meter, request)
+            .await?;
+        let status = if created {
+            actix_web::http::StatusCode::CREATED
+        } else {
+            actix_web::http::StatusCode::OK
+        };
+        Ok((status, serde_json::to_value(&view).unwrap_or_default()))
     })
+    .await
 }
 
 /// Interactions (commands and their outcomes), newest last. Needs `meter_read` (staff).
