@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,11 +23,18 @@ pub struct App {
     pub jwt: JwtVerifier,
     pub idp: Arc<dyn IdentityProvider>,
     pub state: AppState,
+    /// The live-event listener: not started, listening, or reconnecting (shown in readiness).
+    live: Arc<AtomicU8>,
 }
+
+const LIVE_NOT_STARTED: u8 = 0;
+const LIVE_UP: u8 = 1;
+const LIVE_DOWN: u8 = 2;
 
 struct Health {
     db: Db,
     jwt: JwtVerifier,
+    live: Arc<AtomicU8>,
 }
 
 #[async_trait]
@@ -61,7 +69,31 @@ impl HealthCheck for Health {
                 .last_error
                 .or_else(|| jwks.configured.then(|| format!("{} keys", jwks.keys))),
         };
-        vec![database, jwks]
+        // Without the listener, WebSocket clients of this instance miss other instances' changes
+        // until it reconnects; the REST API is unaffected, so this does not fail readiness.
+        let live = match self.live.load(Ordering::Relaxed) {
+            LIVE_UP => HealthReport {
+                name: "live_events",
+                ok: true,
+                critical: false,
+                detail: None,
+            },
+            LIVE_DOWN => HealthReport {
+                name: "live_events",
+                ok: false,
+                critical: false,
+                detail: Some(
+                    "listener reconnecting; WebSocket clients will be told to resync".into(),
+                ),
+            },
+            _ => HealthReport {
+                name: "live_events",
+                ok: false,
+                critical: false,
+                detail: Some("listener not started".into()),
+            },
+        };
+        vec![database, jwks, live]
     }
 
     fn refresh_gauges(&self) {
@@ -129,14 +161,17 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         ),
     };
     let auth = Authenticator::new(Arc::new(jwt.clone()), repo).with_key_cache(keys);
+    let live = Arc::new(AtomicU8::new(LIVE_NOT_STARTED));
     let health = Arc::new(Health {
         db: db.clone(),
         jwt: jwt.clone(),
+        live: live.clone(),
     });
     Ok(App {
         db,
         jwt,
         idp,
+        live,
         state: AppState {
             services,
             auth,
@@ -173,10 +208,16 @@ impl App {
         let hub = self.state.hub.clone();
         let keys = self.state.auth.key_cache().clone();
         let mut status = handle.status();
+        let live = self.live.clone();
         tokio::spawn(async move {
-            let mut was_up = false;
+            // The listener may have connected before this task first looks.
+            let mut was_up = *status.borrow_and_update();
+            if was_up {
+                live.store(LIVE_UP, Ordering::Relaxed);
+            }
             while status.changed().await.is_ok() {
                 let up = *status.borrow_and_update();
+                live.store(if up { LIVE_UP } else { LIVE_DOWN }, Ordering::Relaxed);
                 if up && was_up {
                     hub.broadcast(std::sync::Arc::from(api::ws::session::RESYNC));
                     // Revocations may have been missed while disconnected.

@@ -129,3 +129,38 @@ async fn bad_input_gets_clear_problems_not_500s() {
     let unknown_query = app.get("/api/v1/customers?colour=red", &app.root).await;
     assert_eq!(unknown_query.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[actix_web::test]
+async fn readiness_shows_the_live_event_listener() {
+    let app = TestApp::start().await;
+    // In process, no listener runs: shown, but not fatal (the REST API works without it).
+    let r = app.get("/health/ready", &As::Nobody).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let live = r.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "live_events")
+        .cloned()
+        .unwrap();
+    assert_eq!(live["ok"], false);
+    assert_eq!(live["critical"], false);
+    // A served instance starts it.
+    let server = app.serve().await;
+    let body: serde_json::Value = awc::Client::default()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "live_events")
+        .cloned()
+        .unwrap();
+    assert_eq!(live["ok"], true, "{body}");
+}
