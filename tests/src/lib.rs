@@ -202,6 +202,8 @@ pub fn config(db_url: &str) -> Config {
         jwks_ttl: Duration::from_secs(300),
         api_key_cache_ttl: Duration::from_secs(5),
         chirpstack_webhook_secret: Some(secrecy::SecretString::from(WEBHOOK_SECRET.to_owned())),
+        sts_generator_url: None,
+        sts_generator_api_key: None,
     }
 }
 

@@ -151,14 +151,27 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         connections: grids::connections::ConnectionService::new(repo.clone()),
         meters: grids::meters::MeterService::new(repo.clone()),
         grid_state: grids::state::GridStateService::new(repo.clone()),
-        commands: meters::CommandService::new(
-            repo.clone(),
-            repo.clone(),
-            repo.clone(),
-            repo.clone(),
-            repo.clone(),
-            Arc::new(meters::SystemClock),
-        ),
+        commands: {
+            let commands = meters::CommandService::new(
+                repo.clone(),
+                repo.clone(),
+                repo.clone(),
+                repo.clone(),
+                repo.clone(),
+                Arc::new(meters::SystemClock),
+            );
+            match &config.sts_generator_url {
+                Some(url) => commands.with_tokens(
+                    Arc::new(sts::StsGenerator::new(
+                        url.clone(),
+                        config.sts_generator_api_key.clone(),
+                        http.clone(),
+                    )),
+                    repo.clone(),
+                ),
+                None => commands,
+            }
+        },
     };
     let auth = Authenticator::new(Arc::new(jwt.clone()), repo).with_key_cache(keys);
     let live = Arc::new(AtomicU8::new(LIVE_NOT_STARTED));

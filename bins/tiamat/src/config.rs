@@ -38,6 +38,9 @@ pub struct Config {
     /// Secret ChirpStack's HTTP integration sends (`X-Webhook-Token` or `Authorization: Bearer`);
     /// unset disables the webhook (it answers 503).
     pub chirpstack_webhook_secret: Option<SecretString>,
+    /// The NXT STS token generator (LoRaWAN meters); unset: token commands answer 503.
+    pub sts_generator_url: Option<Url>,
+    pub sts_generator_api_key: Option<SecretString>,
 }
 
 fn parse_bool(name: &str, v: &str, errors: &mut Vec<String>) -> bool {
@@ -162,6 +165,14 @@ impl Config {
         {
             errors.push("TIAMAT_CHIRPSTACK_WEBHOOK_SECRET must be at least 16 characters".into());
         }
+        let sts_generator_url = match var("TIAMAT_STS_GENERATOR_URL").map(|u| Url::parse(&u)) {
+            None => None,
+            Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Some(_) => {
+                errors.push("TIAMAT_STS_GENERATOR_URL must be an http(s) URL".into());
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -180,6 +191,8 @@ impl Config {
             jwks_ttl: Duration::from_secs(300),
             api_key_cache_ttl,
             chirpstack_webhook_secret: chirpstack_webhook_secret.map(SecretString::from),
+            sts_generator_url,
+            sts_generator_api_key: var("TIAMAT_STS_GENERATOR_API_KEY").map(SecretString::from),
         })
     }
 }

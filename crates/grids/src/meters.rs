@@ -42,6 +42,8 @@ pub struct Meter {
     pub external_reference: String,
     /// The LoRaWAN DevEUI the network server knows the meter by (lower-case hex).
     pub lorawan_dev_eui: Option<String>,
+    /// An STS decoder key is on file (the key itself is never shown).
+    pub has_decoder_key: bool,
     pub communication_protocol: CommunicationProtocol,
     pub meter_type: MeterType,
     pub meter_phase: MeterPhase,
@@ -68,6 +70,8 @@ pub struct NewMeter {
     pub external_system: MeterSystem,
     pub external_reference: String,
     pub lorawan_dev_eui: Option<String>,
+    /// STS decoder key (write-only).
+    pub decoder_key: Option<String>,
     pub communication_protocol: CommunicationProtocol,
     pub meter_type: MeterType,
     pub meter_phase: MeterPhase,
@@ -79,6 +83,7 @@ pub struct NewMeter {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MeterChanges {
     pub lorawan_dev_eui: Option<Option<String>>,
+    pub decoder_key: Option<Option<String>>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
     pub communication_protocol: Option<CommunicationProtocol>,
@@ -176,6 +181,16 @@ pub trait MeterRepo: Send + Sync {
     ) -> Result<Vec<Meter>, DomainError>;
 }
 
+fn check_decoder_key(v: &mut Validator, key: Option<&str>) {
+    if let Some(k) = key {
+        v.check(
+            (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "decoder_key",
+            "must be 1 to 64 letters or digits",
+        );
+    }
+}
+
 /// A DevEUI is 16 hex digits; stored lower-case as ChirpStack v4 sends it.
 fn check_dev_eui(v: &mut Validator, eui: Option<&str>) {
     if let Some(e) = eui {
@@ -248,10 +263,13 @@ impl MeterService {
         v.text("external_reference", &new.external_reference, 64);
         v.optional_text("version", new.version.as_deref(), 64);
         v.optional_text("nickname", new.nickname.as_deref(), 100);
+        check_dev_eui(&mut v, new.lorawan_dev_eui.as_deref());
+        check_decoder_key(&mut v, new.decoder_key.as_deref());
         v.finish()?;
         let org = who.target_org(org)?;
         let new = NewMeter {
             external_reference: new.external_reference.trim().to_owned(),
+            lorawan_dev_eui: new.lorawan_dev_eui.map(|e| e.to_lowercase()),
             ..new
         };
         let audit = AuditDraft::by(
@@ -281,6 +299,10 @@ impl MeterService {
         check_dev_eui(
             &mut v,
             changes.lorawan_dev_eui.as_ref().and_then(|e| e.as_deref()),
+        );
+        check_decoder_key(
+            &mut v,
+            changes.decoder_key.as_ref().and_then(|e| e.as_deref()),
         );
         v.finish()?;
         let changes = MeterChanges {

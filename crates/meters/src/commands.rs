@@ -18,10 +18,11 @@ use crate::gatekeeper::{Admission, AdmissionContext, GridFacts, MeterFacts, gate
 use crate::ids::InteractionId;
 use crate::intake::{IntakeAction, IntakePolicy, IntakeRequest};
 use crate::kind::{InteractionType, Origin};
+use crate::ports::TokenGenerator;
 use crate::ports::{Clock, HistoryEntry, IntakeCommit, InteractionRepo, ShadowRepo};
 use crate::shadow::MeterShadow;
 use crate::status::{InteractionStatus, Transition};
-use crate::token::StsToken;
+use crate::token::{StsToken, TokenKind, TokenRequest};
 
 /// What an operator asks of a meter.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,21 @@ pub struct InteractionFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// What generating an STS token needs from storage.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TokenIssue: Send + Sync {
+    /// The meter's STS decoder key, if one is on file.
+    async fn decoder_key(&self, meter: MeterId) -> Result<Option<String>, DomainError>;
+    /// Reserves the meter's next issue time ([`crate::next_sts_issue_time`]) and stores it
+    /// before any token is generated, so issue times strictly increase per meter.
+    async fn reserve_issue_time(
+        &self,
+        meter: MeterId,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, DomainError>;
+}
+
 /// The read model of interactions.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -97,6 +113,7 @@ pub struct CommandService {
     grids: Arc<dyn GridStateRepo>,
     clock: Arc<dyn Clock>,
     policy: IntakePolicy,
+    tokens: Option<(Arc<dyn TokenGenerator>, Arc<dyn TokenIssue>)>,
 }
 
 /// Intake re-plans when another request for the same meter committed first.
@@ -119,7 +136,46 @@ impl CommandService {
             grids,
             clock,
             policy: IntakePolicy::default(),
+            tokens: None,
         }
+    }
+
+    /// Enables token commands (TOP_UP, CLEAR_CREDIT, CLEAR_TAMPER, SET_POWER_LIMIT).
+    pub fn with_tokens(
+        mut self,
+        generator: Arc<dyn TokenGenerator>,
+        issue: Arc<dyn TokenIssue>,
+    ) -> Self {
+        self.tokens = Some((generator, issue));
+        self
+    }
+
+    /// Generates the STS token a request needs. Runs once per request, before intake: a token is
+    /// worth money, so it is never generated twice for one request.
+    async fn generate_token(
+        &self,
+        meter: &grids::meters::Meter,
+        request: &IntakeRequest,
+    ) -> Result<Option<StsToken>, DomainError> {
+        let Some(kind) = TokenKind::for_request(request) else {
+            return Ok(None);
+        };
+        let (generator, issue) = self.tokens.as_ref().ok_or_else(|| {
+            DomainError::Unavailable("no STS token generator is configured".into())
+        })?;
+        let decoder_key = issue.decoder_key(meter.id).await?;
+        let issued_at = issue.reserve_issue_time(meter.id, self.clock.now()).await?;
+        let token = generator
+            .generate(TokenRequest {
+                meter_id: meter.id,
+                external_reference: meter.external_reference.clone(),
+                protocol: meter.communication_protocol,
+                decoder_key,
+                kind,
+                issued_at,
+            })
+            .await?;
+        Ok(Some(token))
     }
 
     fn required_permission(kind: InteractionType) -> Permission {
@@ -153,13 +209,9 @@ impl CommandService {
         request.energy_wh = req.energy_wh;
         request.token = req.token.clone();
         request.validate()?;
-        if req.kind.needs_generated_token() {
-            return Err(DomainError::Unavailable(
-                "no STS token generator is configured".into(),
-            ));
-        }
         let token = match (req.kind, &req.token) {
             (InteractionType::DeliverPreexistingToken, Some(t)) => Some(StsToken::new(t)),
+            _ if req.kind.needs_generated_token() => self.generate_token(&meter, &request).await?,
             _ => None,
         };
         let priority = req.kind.priority(Origin::User.priority_context(None));
@@ -348,6 +400,7 @@ mod tests {
             external_system: MeterSystem::Calin,
             external_reference: "47003333623".into(),
             lorawan_dev_eui: None,
+            has_decoder_key: true,
             communication_protocol: CommunicationProtocol::CalinLorawan,
             meter_type: MeterType::Hps,
             meter_phase: MeterPhase::SinglePhase,

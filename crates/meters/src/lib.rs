@@ -72,6 +72,7 @@ pub mod verify;
 
 pub use commands::{
     CommandRequest, CommandService, InteractionFilter, InteractionQueries, InteractionView,
+    TokenIssue,
 };
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,

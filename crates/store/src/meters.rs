@@ -53,6 +53,9 @@ struct MeterRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     lorawan_dev_eui: Option<String>,
+    #[diesel(select_expression = me::decoder_key.is_not_null())]
+    #[diesel(select_expression_type = diesel::dsl::IsNotNull<me::decoder_key>)]
+    has_decoder_key: bool,
 }
 
 type Joined = (MeterRow, Option<i64>, Option<String>);
@@ -71,6 +74,7 @@ fn to_meter((r, customer_id, customer_name): Joined) -> Result<Meter> {
             .ok_or_else(|| corrupt("meter system", &r.external_system))?,
         external_reference: r.external_reference,
         lorawan_dev_eui: r.lorawan_dev_eui,
+        has_decoder_key: r.has_decoder_key,
         communication_protocol: CommunicationProtocol::parse(&r.communication_protocol)
             .ok_or_else(|| corrupt("protocol", &r.communication_protocol))?,
         meter_type: MeterType::parse(&r.meter_type)
@@ -202,6 +206,7 @@ async fn choose_gateway(
 #[diesel(table_name = me)]
 struct MeterRowChanges {
     lorawan_dev_eui: Option<Option<String>>,
+    decoder_key: Option<Option<String>>,
     meter_type: Option<&'static str>,
     meter_phase: Option<&'static str>,
     communication_protocol: Option<&'static str>,
@@ -330,6 +335,7 @@ impl Db {
                     me::external_system.eq(new.external_system.as_str()),
                     me::external_reference.eq(&new.external_reference),
                     me::lorawan_dev_eui.eq(&new.lorawan_dev_eui),
+                    me::decoder_key.eq(&new.decoder_key),
                     me::communication_protocol.eq(new.communication_protocol.as_str()),
                     me::meter_type.eq(new.meter_type.as_str()),
                     me::meter_phase.eq(new.meter_phase.as_str()),
@@ -377,6 +383,7 @@ impl Db {
             diesel::update(me::table.find(id.get()))
                 .set(MeterRowChanges {
                     lorawan_dev_eui: ch.lorawan_dev_eui,
+                    decoder_key: ch.decoder_key,
                     meter_type: ch.meter_type.map(MeterType::as_str),
                     meter_phase: ch.meter_phase.map(MeterPhase::as_str),
                     communication_protocol: ch
@@ -652,5 +659,48 @@ impl MeterRepo for Db {
         reports: Vec<MeterStateReport>,
     ) -> std::result::Result<Vec<Meter>, DomainError> {
         Ok(self.meter_report(scope, reports).await?)
+    }
+}
+
+#[async_trait]
+impl meters::TokenIssue for Db {
+    async fn decoder_key(
+        &self,
+        meter: MeterId,
+    ) -> std::result::Result<Option<String>, DomainError> {
+        let mut conn = self.conn().await?;
+        let key: Option<Option<String>> = me::table
+            .find(meter.get())
+            .select(me::decoder_key)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        Ok(key.flatten())
+    }
+
+    async fn reserve_issue_time(
+        &self,
+        meter: MeterId,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<DateTime<Utc>, DomainError> {
+        let mut conn = self.conn().await?;
+        let at = conn
+            .transaction(async |c| {
+                let last: Option<DateTime<Utc>> = me::table
+                    .find(meter.get())
+                    .select(me::last_sts_token_issued_at)
+                    .for_update()
+                    .first(c)
+                    .await?;
+                let next = meters::next_sts_issue_time(last, now);
+                diesel::update(me::table.find(meter.get()))
+                    .set(me::last_sts_token_issued_at.eq(next))
+                    .execute(c)
+                    .await?;
+                Ok::<_, StoreError>(next)
+            })
+            .await?;
+        Ok(at)
     }
 }

@@ -285,6 +285,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         lorawan_dev_eui -> Nullable<Text>,
+        decoder_key -> Nullable<Text>,
+        last_sts_token_issued_at -> Nullable<Timestamptz>,
     }
 }
 

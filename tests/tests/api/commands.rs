@@ -318,3 +318,73 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!(other.status, StatusCode::CREATED);
     assert_ne!(other.body["id"], first.body["id"]);
 }
+
+#[actix_web::test]
+async fn token_commands_generate_once_with_increasing_issue_dates() {
+    use wiremock::matchers::{body_partial_json, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_partial_json(
+            json!({"type": "TOP_UP", "decoderKey": "0123456789ABCDEF"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"token": "1234 5678 9012 3456 7890"})),
+        )
+        .expect(2)
+        .mount(&sts)
+        .await;
+    let base = sts.uri();
+    let app = TestApp::start_with(|cfg| cfg.sts_generator_url = Some(base.parse().unwrap())).await;
+    let (meter, _, manager) = installed_meter(&app, "A", true).await;
+    let r = app
+        .patch(
+            &format!("/api/v1/meters/{meter}"),
+            &manager,
+            json!({"decoder_key": "0123456789ABCDEF"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["has_decoder_key"], true);
+    assert!(
+        r.body.get("decoder_key").is_none(),
+        "the key is never shown"
+    );
+    let org = r.body["organization_id"].as_i64().unwrap();
+    let (_, finance) = app.member(org, "FINANCE").await;
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = app
+            .post(
+                &format!("/api/v1/meters/{meter}/commands"),
+                &finance,
+                json!({"kind": "TOP_UP", "energy_wh": 2500}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        assert_eq!(r.body["energy_wh"], 2500);
+        assert!(
+            !r.body.to_string().contains("12345678901234567890"),
+            "tokens never leave the database"
+        );
+        ids.push(r.body["id"].clone());
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "value-carrying commands are never coalesced"
+    );
+    let requests = sts.received_requests().await.unwrap();
+    let dates: Vec<chrono::DateTime<chrono::FixedOffset>> = requests
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            chrono::DateTime::parse_from_rfc3339(v["issueDate"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    assert!(
+        dates[1] - dates[0] >= chrono::Duration::minutes(1),
+        "issue dates strictly increase by at least a minute: {dates:?}"
+    );
+}

@@ -44,6 +44,8 @@ pub struct RegisterMeter {
     pub external_reference: String,
     /// LoRaWAN DevEUI (16 hex digits): uplinks from the network server are matched by it.
     pub lorawan_dev_eui: Option<String>,
+    /// STS decoder key, needed to generate tokens; stored, never shown again.
+    pub decoder_key: Option<String>,
     pub communication_protocol: Option<CommunicationProtocol>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
@@ -60,6 +62,10 @@ pub struct UpdateMeter {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, nullable)]
     pub lorawan_dev_eui: Option<Option<String>>,
+    /// STS decoder key (write-only); `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub decoder_key: Option<Option<String>>,
     pub meter_type: Option<MeterType>,
     pub meter_phase: Option<MeterPhase>,
     pub communication_protocol: Option<CommunicationProtocol>,
@@ -149,6 +155,7 @@ pub async fn register(
         external_system: b.external_system,
         external_reference: b.external_reference,
         lorawan_dev_eui: b.lorawan_dev_eui,
+        decoder_key: b.decoder_key,
         communication_protocol: b
             .communication_protocol
             .unwrap_or(CommunicationProtocol::CalinLorawan),
@@ -205,6 +212,7 @@ pub async fn update(
     let b = body.into_inner();
     let changes = MeterChanges {
         lorawan_dev_eui: b.lorawan_dev_eui,
+        decoder_key: b.decoder_key,
         meter_type: b.meter_type,
         meter_phase: b.meter_phase,
         communication_protocol: b.communication_protocol,
