@@ -279,6 +279,10 @@ impl CommandService {
                 token: token.clone(),
                 shadow,
                 shadow_loaded_version: loaded_version,
+                requested_by: crate::ports::Requester {
+                    account: who.account_id,
+                    api_key: who.api_key_id(),
+                },
             };
             match self.interactions.commit_intake(commit).await {
                 Ok(receipt) => {

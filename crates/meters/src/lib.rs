@@ -85,8 +85,8 @@ pub use intake::{
 };
 pub use kind::{Attribute, Category, InteractionType, Origin, PriorityContext};
 pub use ports::{
-    Clock, HistoryEntry, IntakeCommit, IntakeReceipt, InteractionRepo, ShadowRepo, SystemClock,
-    TokenGenerator,
+    Clock, HistoryEntry, IntakeCommit, IntakeReceipt, InteractionRepo, Requester, ShadowRepo,
+    SystemClock, TokenGenerator,
 };
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockClock, MockInteractionRepo, MockShadowRepo, MockTokenGenerator};

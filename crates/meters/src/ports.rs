@@ -62,6 +62,15 @@ pub struct IntakeCommit {
     /// stored version is still `shadow_loaded_version`.
     pub shadow: Option<MeterShadow>,
     pub shadow_loaded_version: i64,
+    /// Who asked, for the audit trail (`None` for the system's own commands).
+    pub requested_by: Requester,
+}
+
+/// The account or API key behind a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requester {
+    pub account: Option<kernel::AccountId>,
+    pub api_key: Option<kernel::ApiKeyId>,
 }
 
 /// What a stored intake answers.

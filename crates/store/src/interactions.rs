@@ -381,6 +381,26 @@ impl InteractionRepo for Db {
                         }
                     }
                 };
+                // The request itself is audited, coalesced or not: who asked what of which meter.
+                let action = if receipt.created {
+                    "meter_interaction.requested"
+                } else {
+                    "meter_interaction.coalesced"
+                };
+                let draft = orgs::AuditDraft {
+                    actor_account_id: commit.requested_by.account,
+                    actor_api_key_id: commit.requested_by.api_key,
+                    action,
+                    details: serde_json::json!({"meter_id": meter, "kind": req.kind}),
+                };
+                crate::audit::record(
+                    c,
+                    organization,
+                    "meter_interaction",
+                    Some(receipt.interaction.get()),
+                    &draft,
+                )
+                .await?;
                 let by = receipt.interaction.get();
                 for id in &commit.plan.supersede {
                     if let Some(row) =

@@ -140,6 +140,36 @@ async fn commands_are_queued_coalesced_superseded_and_cancelled() {
         .collect();
     assert_eq!(kinds, ["READ_CREDIT", "TURN_ON"]);
 
+    let me = app.get("/api/v1/me", &manager).await;
+    let trail = app
+        .get(
+            "/api/v1/audit-events?resource_type=meter_interaction",
+            &manager,
+        )
+        .await;
+    let actions: Vec<_> = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "meter_interaction.requested",
+            "meter_interaction.requested",
+            "meter_interaction.coalesced",
+            "meter_interaction.requested"
+        ]
+    );
+    assert!(
+        trail.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor_account_id"] == me.body["account_id"])
+    );
+
     let on_id = on.body["id"].as_i64().unwrap();
     let cancelled = app
         .post(

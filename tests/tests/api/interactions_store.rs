@@ -131,6 +131,7 @@ async fn plan(db: &store::Db, req: IntakeRequest, now: DateTime<Utc>) -> IntakeC
         token: None,
         shadow,
         shadow_loaded_version: loaded,
+        requested_by: Default::default(),
     }
 }
 
