@@ -72,10 +72,13 @@ impl GatewayRow {
     }
 }
 
-async fn with_counts(c: &mut AsyncPgConnection, rows: Vec<GatewayRow>) -> Result<Vec<Gateway>> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let counts: HashMap<i64, i64> = meters::table
-        .filter(meters::dcu_id.eq_any(&ids))
+/// Live meters per gateway, for the given gateways (absent: none).
+pub(crate) async fn meters_per_gateway(
+    c: &mut AsyncPgConnection,
+    gateways: &[i64],
+) -> Result<HashMap<i64, i64>> {
+    Ok(meters::table
+        .filter(meters::dcu_id.eq_any(gateways))
         .filter(meters::deleted_at.is_null())
         .group_by(meters::dcu_id)
         .select((meters::dcu_id, count_star()))
@@ -83,7 +86,12 @@ async fn with_counts(c: &mut AsyncPgConnection, rows: Vec<GatewayRow>) -> Result
         .await?
         .into_iter()
         .filter_map(|(id, n)| id.map(|id| (id, n)))
-        .collect();
+        .collect())
+}
+
+async fn with_counts(c: &mut AsyncPgConnection, rows: Vec<GatewayRow>) -> Result<Vec<Gateway>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let counts = meters_per_gateway(c, &ids).await?;
     rows.into_iter()
         .map(|r| {
             let n = counts.get(&r.id).copied().unwrap_or(0);

@@ -227,17 +227,18 @@ impl Db {
         if live_row(c, scope, grid.get()).await?.is_none() {
             return Ok(None);
         }
-        let total: i64 = meters::table
+        // Both counts in one scan of the grid's meters.
+        let (total, seen): (i64, i64) = meters::table
             .filter(meters::grid_id.eq(grid.get()))
             .filter(meters::deleted_at.is_null())
-            .count()
-            .get_result(c)
-            .await?;
-        let seen: i64 = meters::table
-            .filter(meters::grid_id.eq(grid.get()))
-            .filter(meters::deleted_at.is_null())
-            .filter(meters::last_seen_at.ge(since))
-            .count()
+            .select((
+                diesel::dsl::count_star(),
+                diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "count(*) FILTER (WHERE last_seen_at >= ",
+                )
+                .bind::<Timestamptz, _>(since)
+                .sql(")"),
+            ))
             .get_result(c)
             .await?;
         let gateways: Vec<(String, bool)> = dcus::table

@@ -1,8 +1,5 @@
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use grids::events::{EventKind, LiveEvent, Operation};
@@ -174,16 +171,7 @@ async fn choose_gateway(
         .select(dcus::id)
         .load(c)
         .await?;
-    let counts: HashMap<i64, i64> = me::table
-        .filter(me::dcu_id.eq_any(&candidates))
-        .filter(me::deleted_at.is_null())
-        .group_by(me::dcu_id)
-        .select((me::dcu_id, count_star()))
-        .load::<(Option<i64>, i64)>(c)
-        .await?
-        .into_iter()
-        .filter_map(|(id, n)| id.map(|id| (id, n)))
-        .collect();
+    let counts = crate::gateways::meters_per_gateway(c, &candidates).await?;
     let mut ranked: Vec<(i64, i64)> = candidates
         .iter()
         .map(|id| (*id, counts.get(id).copied().unwrap_or(0)))
