@@ -62,6 +62,7 @@ pub mod gatekeeper;
 pub mod ids;
 pub mod intake;
 pub mod kind;
+pub mod network;
 pub mod ports;
 pub mod reconcile;
 pub mod retry;
@@ -84,6 +85,12 @@ pub use intake::{
     intended_value, overdue_reads, plan_intake,
 };
 pub use kind::{Attribute, Category, InteractionType, Origin, PriorityContext};
+pub use network::{
+    DeviceRegistration, DeviceRegistry, Downlink, DownlinkQueue, NetworkError, Registered,
+    dev_eui_for,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use network::{MockDeviceRegistry, MockDownlinkQueue};
 pub use ports::{
     Clock, HistoryEntry, IntakeCommit, IntakeReceipt, InteractionRepo, Requester, ShadowRepo,
     SystemClock, TokenGenerator,
