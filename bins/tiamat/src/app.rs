@@ -192,6 +192,9 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             hub: api::ws::Hub::default(),
             inbox,
             idempotency,
+            // Set by the network-server wiring (ChirpStack gRPC or meter-sim).
+            devices: None,
+            downlinks: None,
             chirpstack_webhook_secret: config
                 .chirpstack_webhook_secret
                 .as_ref()

@@ -59,4 +59,9 @@ pub struct AppState {
     pub chirpstack_webhook_secret: Option<Arc<str>>,
     /// First answers of requests sent with an `Idempotency-Key`.
     pub idempotency: Arc<dyn orgs::IdempotencyStore>,
+    /// The LoRaWAN network server's device registry (installs register devices there); `None`
+    /// when no network server is configured.
+    pub devices: Option<Arc<dyn meters::DeviceRegistry>>,
+    /// The LoRaWAN network server's downlink queue; `None` when none is configured.
+    pub downlinks: Option<Arc<dyn meters::DownlinkQueue>>,
 }
