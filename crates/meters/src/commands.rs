@@ -201,24 +201,73 @@ impl CommandService {
             .get(who.scope(), meter_id)
             .await?
             .ok_or(DomainError::NotFound("meter"))?;
-        let grid = meter
-            .grid_id
-            .ok_or_else(|| DomainError::Conflict("the meter is not installed on a grid".into()))?;
         let mut request = IntakeRequest::new(meter.id, req.kind, Origin::User);
         request.power_limit_w = req.power_limit_w;
         request.energy_wh = req.energy_wh;
         request.token = req.token.clone();
+        self.intake(
+            who.scope(),
+            &meter,
+            request,
+            None,
+            crate::ports::Requester {
+                account: who.account_id,
+                api_key: who.api_key_id(),
+            },
+        )
+        .await
+    }
+
+    /// Creates a command on the system's own behalf (reconciler, follow-ups, schedules): the same
+    /// intake, gatekeeper and token rules as [`CommandService::create`], without a caller's
+    /// permissions. `following_up_on` gives a follow-up the priority of the command it follows.
+    pub async fn submit(
+        &self,
+        request: IntakeRequest,
+        following_up_on: Option<InteractionType>,
+    ) -> Result<(InteractionView, bool), DomainError> {
+        let meter = self
+            .meters
+            .get(TenantScope::All, request.meter_id)
+            .await?
+            .ok_or(DomainError::NotFound("meter"))?;
+        self.intake(
+            TenantScope::All,
+            &meter,
+            request,
+            following_up_on,
+            crate::ports::Requester::default(),
+        )
+        .await
+    }
+
+    async fn intake(
+        &self,
+        scope: TenantScope,
+        meter: &grids::meters::Meter,
+        request: IntakeRequest,
+        following_up_on: Option<InteractionType>,
+        requested_by: crate::ports::Requester,
+    ) -> Result<(InteractionView, bool), DomainError> {
+        let meter = meter.clone();
+        let grid = meter
+            .grid_id
+            .ok_or_else(|| DomainError::Conflict("the meter is not installed on a grid".into()))?;
         request.validate()?;
-        let token = match (req.kind, &req.token) {
+        let token = match (request.kind, &request.token) {
             (InteractionType::DeliverPreexistingToken, Some(t)) => Some(StsToken::new(t)),
-            _ if req.kind.needs_generated_token() => self.generate_token(&meter, &request).await?,
+            _ if request.kind.needs_generated_token() => {
+                self.generate_token(&meter, &request).await?
+            }
             _ => None,
         };
-        let priority = req.kind.priority(Origin::User.priority_context(None));
+        let priority = request
+            .kind
+            .priority(request.origin.priority_context(following_up_on));
         let mut last_conflict = None;
         for _ in 0..INTAKE_ATTEMPTS {
             let now = self.clock.now();
-            let state = self.grids.state(who.scope(), grid).await?;
+            let state = self.grids.state(scope, grid).await?;
             let pending = self.interactions.unfinished(meter.id).await?;
             let plan = self.policy.plan(&pending, &request, now)?;
             let (status, history) = match &plan.action {
@@ -244,7 +293,7 @@ impl CommandService {
                     let admission = gatekeeper(
                         &MeterFacts::of(&meter),
                         facts.as_ref(),
-                        req.kind,
+                        request.kind,
                         AdmissionContext::default(),
                         now,
                     );
@@ -279,10 +328,7 @@ impl CommandService {
                 token: token.clone(),
                 shadow,
                 shadow_loaded_version: loaded_version,
-                requested_by: crate::ports::Requester {
-                    account: who.account_id,
-                    api_key: who.api_key_id(),
-                },
+                requested_by,
             };
             match self.interactions.commit_intake(commit).await {
                 Ok(receipt) => {
