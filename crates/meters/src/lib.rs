@@ -58,6 +58,7 @@
 //! behind the `mocks` feature.
 
 pub mod commands;
+pub mod delivery;
 pub mod gatekeeper;
 pub mod ids;
 pub mod intake;
@@ -75,6 +76,12 @@ pub use commands::{
     CommandRequest, CommandService, InteractionFilter, InteractionQueries, InteractionView,
     TokenIssue,
 };
+pub use delivery::{
+    AnswerTo, Completion, Delivery, DeliveryRepo, DeliveryService, DeliveryStage, DeliveryTimings,
+    DeviceProtocol, DeviceReply, FailurePlan, PassReport, Phase, ReplyOutcome, first_phase,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use delivery::MockDeliveryRepo;
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,
     Release, gatekeeper,

@@ -121,6 +121,8 @@ pub enum ReportedVia {
     Interaction(InteractionId),
     /// A machine client's state report.
     External,
+    /// The meter's own unsolicited report (the hourly report).
+    Report,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
