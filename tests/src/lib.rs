@@ -204,6 +204,7 @@ pub fn config(db_url: &str) -> Config {
         chirpstack_webhook_secret: Some(secrecy::SecretString::from(WEBHOOK_SECRET.to_owned())),
         sts_generator_url: None,
         sts_generator_api_key: None,
+        delivery: meters::DeliveryTimings::default(),
     }
 }
 
@@ -244,10 +245,20 @@ impl TestApp {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_state(tweak, |_| {}).await
+    }
+
+    /// Like [`TestApp::start_with`], and `adapt` may replace adapters in the state the routes
+    /// see (e.g. a fake network server as `devices`).
+    pub async fn start_with_state(
+        tweak: impl FnOnce(&mut Config),
+        adapt: impl FnOnce(&mut api::AppState),
+    ) -> Self {
         let db = TestDb::new().await;
         let mut cfg = config(&db.url);
         tweak(&mut cfg);
-        let app = tiamat::build(&cfg).expect("build app");
+        let mut app = tiamat::build(&cfg).expect("build app");
+        adapt(&mut app.state);
         let boot = tiamat::bootstrap::run(&app, "Platform", "root@platform.test", false)
             .await
             .expect("bootstrap");

@@ -137,6 +137,26 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
     let inbox: Arc<dyn grids::telemetry::Inbox> = Arc::new(db.clone());
     let idempotency: Arc<dyn orgs::IdempotencyStore> = Arc::new(db.clone());
     let keys = orgs::KeyCache::new(config.api_key_cache_ttl);
+    let commands = meters::CommandService::new(
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+        Arc::new(meters::SystemClock),
+    )
+    .with_records(repo.clone());
+    let commands = match &config.sts_generator_url {
+        Some(url) => commands.with_tokens(
+            Arc::new(sts::StsGenerator::new(
+                url.clone(),
+                config.sts_generator_api_key.clone(),
+                http.clone(),
+            )),
+            repo.clone(),
+        ),
+        None => commands,
+    };
     let services = Services {
         organizations: OrganizationService::new(repo.clone()).with_key_cache(keys.clone()),
         members: MemberService::new(repo.clone(), idp.clone()),
@@ -151,17 +171,24 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         connections: grids::connections::ConnectionService::new(repo.clone()),
         meters: grids::meters::MeterService::new(repo.clone()),
         grid_state: grids::state::GridStateService::new(repo.clone()),
-        commands: {
-            let commands = meters::CommandService::new(
-                repo.clone(),
-                repo.clone(),
-                repo.clone(),
+        commands: commands.clone(),
+        installs: meters::InstallService::new(
+            repo.clone(),
+            commands,
+            repo.clone(),
+            repo.clone(),
+            repo.clone(),
+            Arc::new(meters::SystemClock),
+        ),
+        batches: {
+            let batches = meters::batches::BatchService::new(
                 repo.clone(),
                 repo.clone(),
                 Arc::new(meters::SystemClock),
             );
+            // FS rules on single-meter grids send SET_POWER_LIMIT, an STS token.
             match &config.sts_generator_url {
-                Some(url) => commands.with_tokens(
+                Some(url) => batches.with_tokens(
                     Arc::new(sts::StsGenerator::new(
                         url.clone(),
                         config.sts_generator_api_key.clone(),
@@ -169,11 +196,20 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
                     )),
                     repo.clone(),
                 ),
-                None => commands,
+                None => batches,
             }
         },
     };
+
     let auth = Authenticator::new(Arc::new(jwt.clone()), repo).with_key_cache(keys);
+    // ChirpStack's gRPC API (or meter-sim speaking it); the channel connects on first use.
+    let network = config
+        .chirpstack_api
+        .clone()
+        .map(chirpstack::ChirpstackDeviceApi::new)
+        .transpose()
+        .context("ChirpStack API client")?
+        .map(Arc::new);
     let live = Arc::new(AtomicU8::new(LIVE_NOT_STARTED));
     let health = Arc::new(Health {
         db: db.clone(),
@@ -192,9 +228,10 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             hub: api::ws::Hub::default(),
             inbox,
             idempotency,
-            // Set by the network-server wiring (ChirpStack gRPC or meter-sim).
-            devices: None,
-            downlinks: None,
+            devices: network
+                .clone()
+                .map(|n| n as Arc<dyn meters::DeviceRegistry>),
+            downlinks: network.map(|n| n as Arc<dyn meters::DownlinkQueue>),
             chirpstack_webhook_secret: config
                 .chirpstack_webhook_secret
                 .as_ref()
@@ -259,5 +296,43 @@ impl App {
                 }
             })
         })
+    }
+}
+
+impl App {
+    /// The delivery pipeline over the configured network server (CALIN LoRaWAN frames); `None`
+    /// when no network server is configured.
+    pub fn delivery(&self, timings: meters::DeliveryTimings) -> Option<meters::DeliveryService> {
+        let queue = self.state.downlinks.clone()?;
+        let jitter: Arc<std::sync::Mutex<dyn meters::Jitter + Send>> =
+            Arc::new(std::sync::Mutex::new(|| rand::random::<f64>()));
+        Some(
+            meters::DeliveryService::new(
+                Arc::new(self.db.clone()),
+                Arc::new(self.db.clone()),
+                queue,
+                Arc::new(lorawan::CalinLorawan),
+                Arc::new(meters::SystemClock),
+                jitter,
+            )
+            .with_timings(timings),
+        )
+    }
+}
+
+impl App {
+    /// The reconciliation loop over this instance's services.
+    pub fn reconciler(&self, policy: meters::ReconcilePolicy) -> meters::Reconciler {
+        let db = Arc::new(self.db.clone());
+        meters::Reconciler::new(
+            db.clone(),
+            db.clone(),
+            db.clone(),
+            db.clone(),
+            db,
+            self.state.services.commands.clone(),
+            Arc::new(meters::SystemClock),
+        )
+        .with_policy(policy)
     }
 }

@@ -41,6 +41,10 @@ pub struct Config {
     /// The NXT STS token generator (LoRaWAN meters); unset: token commands answer 503.
     pub sts_generator_url: Option<Url>,
     pub sts_generator_api_key: Option<SecretString>,
+    /// ChirpStack's gRPC API (downlinks, device registration); unset: commands are not sent.
+    pub chirpstack_api: Option<chirpstack::ChirpstackSettings>,
+    /// Downlink pacing and stage timeouts.
+    pub delivery: meters::DeliveryTimings,
 }
 
 fn parse_bool(name: &str, v: &str, errors: &mut Vec<String>) -> bool {
@@ -173,6 +177,8 @@ impl Config {
                 None
             }
         };
+        let chirpstack_api = chirpstack_api_settings(&var, &mut errors);
+        let delivery = delivery_timings(&var, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -193,8 +199,89 @@ impl Config {
             chirpstack_webhook_secret: chirpstack_webhook_secret.map(SecretString::from),
             sts_generator_url,
             sts_generator_api_key: var("TIAMAT_STS_GENERATOR_API_KEY").map(SecretString::from),
+            chirpstack_api,
+            delivery,
         })
     }
+}
+
+/// The five ChirpStack API variables: all set, or none.
+const CHIRPSTACK_API_VARS: [&str; 5] = [
+    "TIAMAT_CHIRPSTACK_API_URL",
+    "TIAMAT_CHIRPSTACK_API_TOKEN",
+    "TIAMAT_CHIRPSTACK_APPLICATION_ID",
+    "TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID",
+    "TIAMAT_CHIRPSTACK_APP_KEY",
+];
+
+fn chirpstack_api_settings(
+    var: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) -> Option<chirpstack::ChirpstackSettings> {
+    let [url, token, application_id, device_profile_id, app_key] = CHIRPSTACK_API_VARS.map(var);
+    let timeout = match var("TIAMAT_CHIRPSTACK_API_TIMEOUT_SECONDS").map(|v| v.parse::<u64>()) {
+        None => chirpstack::grpc::DEFAULT_TIMEOUT,
+        // Below the 20 s delivery lease, so a hung call ends before the delivery is taken again.
+        Some(Ok(n)) if (1..=15).contains(&n) => Duration::from_secs(n),
+        Some(_) => {
+            errors.push(
+                "TIAMAT_CHIRPSTACK_API_TIMEOUT_SECONDS must be a number of seconds from 1 to 15"
+                    .into(),
+            );
+            chirpstack::grpc::DEFAULT_TIMEOUT
+        }
+    };
+    let (Some(url), Some(token), Some(application_id), Some(device_profile_id), Some(app_key)) =
+        (url, token, application_id, device_profile_id, app_key)
+    else {
+        let set: Vec<&str> = CHIRPSTACK_API_VARS
+            .iter()
+            .copied()
+            .filter(|k| var(k).is_some())
+            .collect();
+        if !set.is_empty() {
+            errors.push(format!(
+                "set all of {} or none (only {} set)",
+                CHIRPSTACK_API_VARS.join(", "),
+                set.join(", ")
+            ));
+        }
+        return None;
+    };
+    let before = errors.len();
+    match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => errors.push(
+            "TIAMAT_CHIRPSTACK_API_URL must be the gRPC API's http(s) URL, e.g. http://chirpstack:8080"
+                .into(),
+        ),
+    }
+    for (name, value) in [
+        ("TIAMAT_CHIRPSTACK_APPLICATION_ID", &application_id),
+        ("TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID", &device_profile_id),
+    ] {
+        if uuid::Uuid::parse_str(value).is_err() {
+            errors.push(format!(
+                "{name} must be a UUID (as ChirpStack's console shows it)"
+            ));
+        }
+    }
+    if !chirpstack::grpc::is_valid_app_key(&app_key) {
+        errors.push(
+            "TIAMAT_CHIRPSTACK_APP_KEY must be 32 hexadecimal digits (the LoRaWAN AppKey)".into(),
+        );
+    }
+    if token.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        errors.push("TIAMAT_CHIRPSTACK_API_TOKEN must be printable ASCII".into());
+    }
+    (errors.len() == before).then(|| chirpstack::ChirpstackSettings {
+        url,
+        api_token: SecretString::from(token),
+        application_id,
+        device_profile_id,
+        app_key: SecretString::from(app_key),
+        timeout,
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +327,66 @@ mod tests {
         assert_eq!(c.pool_size, 16);
     }
 
+    const CHIRPSTACK: [(&str, &str); 5] = [
+        ("TIAMAT_CHIRPSTACK_API_URL", "http://127.0.0.1:8091"),
+        ("TIAMAT_CHIRPSTACK_API_TOKEN", "token-that-is-secret"),
+        (
+            "TIAMAT_CHIRPSTACK_APPLICATION_ID",
+            "17c82e96-be03-4f38-aef3-f83d48582d97",
+        ),
+        (
+            "TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID",
+            "14855bf7-d10d-4aee-b618-ebfcb64dc7ad",
+        ),
+        (
+            "TIAMAT_CHIRPSTACK_APP_KEY",
+            "00112233445566778899AABBCCDDEEFF",
+        ),
+    ];
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("TIAMAT_DATABASE_URL", "postgres://localhost/t"),
+            ("TIAMAT_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ]
+    }
+
+    #[test]
+    fn chirpstack_api_is_all_or_nothing() {
+        let c = Config::from_lookup(lookup(&base())).unwrap();
+        assert!(c.chirpstack_api.is_none());
+
+        let mut all = base();
+        all.extend(CHIRPSTACK);
+        let c = Config::from_lookup(lookup(&all)).unwrap();
+        let api = c.chirpstack_api.expect("configured");
+        assert_eq!(api.url, "http://127.0.0.1:8091");
+        assert_eq!(api.timeout, Duration::from_secs(10));
+        let dbg = format!("{:?}", Config::from_lookup(lookup(&all)).unwrap());
+        assert!(
+            !dbg.contains("token-that-is-secret") && !dbg.contains("AABBCCDDEEFF"),
+            "{dbg}"
+        );
+
+        let mut some = base();
+        some.extend(&CHIRPSTACK[..2]);
+        let errs = Config::from_lookup(lookup(&some)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("TIAMAT_CHIRPSTACK_APP_KEY"), "{errs:#?}");
+
+        let mut bad = base();
+        bad.extend([
+            ("TIAMAT_CHIRPSTACK_API_URL", "chirpstack:8080"),
+            ("TIAMAT_CHIRPSTACK_API_TOKEN", "t"),
+            ("TIAMAT_CHIRPSTACK_APPLICATION_ID", "meters"),
+            ("TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID", CHIRPSTACK[3].1),
+            ("TIAMAT_CHIRPSTACK_APP_KEY", "0011"),
+            ("TIAMAT_CHIRPSTACK_API_TIMEOUT_SECONDS", "20"),
+        ]);
+        let errs = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+    }
+
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let c = Config::from_lookup(lookup(&[
@@ -256,4 +403,34 @@ mod tests {
             "{dbg}"
         );
     }
+}
+
+/// `TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS` (per grid, default 2000),
+/// `TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS` (default 900), `TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS`
+/// (default 12).
+fn delivery_timings(
+    var: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) -> meters::DeliveryTimings {
+    let mut t = meters::DeliveryTimings::default();
+    let mut number = |name: &str, min: i64, max: i64| -> Option<i64> {
+        let v = var(name)?;
+        match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                errors.push(format!("{name} must be a whole number from {min} to {max}"));
+                None
+            }
+        }
+    };
+    if let Some(ms) = number("TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS", 0, 600_000) {
+        t.pacing = chrono::Duration::milliseconds(ms);
+    }
+    if let Some(s) = number("TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS", 1, 86_400) {
+        t.transmit_timeout = chrono::Duration::seconds(s);
+    }
+    if let Some(s) = number("TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS", 1, 3_600) {
+        t.reply_timeout = chrono::Duration::seconds(s);
+    }
+    t
 }

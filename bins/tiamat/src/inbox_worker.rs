@@ -14,7 +14,11 @@ const BATCH: i64 = 100;
 const MAX_ATTEMPTS: i32 = 10;
 
 /// What became of one event (recorded on its row).
-async fn handle(telemetry: &dyn TelemetryRepo, e: &ClaimedEvent) -> Result<String, String> {
+async fn handle(
+    telemetry: &dyn TelemetryRepo,
+    delivery: Option<&meters::DeliveryService>,
+    e: &ClaimedEvent,
+) -> Result<String, String> {
     let body = serde_json::to_vec(&e.payload).map_err(|err| err.to_string())?;
     let parsed =
         chirpstack::parse(&e.event_type, Encoding::Json, &body).map_err(|err| err.to_string())?;
@@ -23,6 +27,8 @@ async fn handle(telemetry: &dyn TelemetryRepo, e: &ClaimedEvent) -> Result<Strin
             best_rssi,
             best_snr,
             gateways,
+            f_port,
+            data,
             ..
         } => {
             let Some(dev_eui) = parsed.dev_eui else {
@@ -35,23 +41,55 @@ async fn handle(telemetry: &dyn TelemetryRepo, e: &ClaimedEvent) -> Result<Strin
                 snr: best_snr,
                 gateways,
             };
-            match telemetry
+            let at = uplink.seen_at;
+            let Some(meter) = telemetry
                 .record_uplink(uplink)
                 .await
                 .map_err(|err| err.to_string())?
-            {
-                Some(meter) => Ok(format!("meter {meter} seen")),
-                None => Ok("no meter has this DevEUI".into()),
+            else {
+                return Ok("no meter has this DevEUI".into());
+            };
+            match delivery {
+                Some(d) if f_port == lorawan::F_PORT && !data.is_empty() => {
+                    let outcome = d
+                        .on_uplink(meter, &data, at)
+                        .await
+                        .map_err(|err| err.to_string())?;
+                    Ok(format!("meter {meter} seen; {outcome}"))
+                }
+                _ => Ok(format!("meter {meter} seen")),
             }
         }
-        // Downlink stages (txack, ack, log) move meter commands forward once the command pipeline
-        // exists; until then they are kept, processed and visible in the inbox.
-        Detail::Join
-        | Detail::Ack { .. }
-        | Detail::TxAck { .. }
-        | Detail::Log { .. }
-        | Detail::Status { .. }
-        | Detail::Location => Ok(format!("{}: recorded", e.event_type)),
+        Detail::TxAck { queue_item_id, .. } => match delivery {
+            Some(d) => match d
+                .on_transmitted(&queue_item_id)
+                .await
+                .map_err(|err| err.to_string())?
+            {
+                true => Ok("transmitted".into()),
+                false => Ok("txack for nothing on the wire (late or duplicate)".into()),
+            },
+            None => Ok("txack: no delivery pipeline".into()),
+        },
+        Detail::Ack {
+            queue_item_id,
+            acknowledged,
+        } => match delivery {
+            Some(d) => match d
+                .on_acknowledgement(&queue_item_id, acknowledged)
+                .await
+                .map_err(|err| err.to_string())?
+            {
+                true if acknowledged => Ok("acknowledged".into()),
+                true => Ok("not acknowledged: triaged".into()),
+                false => Ok("ack for nothing on the wire (late or duplicate)".into()),
+            },
+            None => Ok("ack: no delivery pipeline".into()),
+        },
+        // Kept and visible in the inbox; nothing to act on.
+        Detail::Join | Detail::Log { .. } | Detail::Status { .. } | Detail::Location => {
+            Ok(format!("{}: recorded", e.event_type))
+        }
     }
 }
 
@@ -59,10 +97,11 @@ async fn handle(telemetry: &dyn TelemetryRepo, e: &ClaimedEvent) -> Result<Strin
 pub async fn run_once(
     inbox: &dyn Inbox,
     telemetry: &dyn TelemetryRepo,
+    delivery: Option<&meters::DeliveryService>,
 ) -> Result<usize, kernel::DomainError> {
     let claimed = inbox.claim(BATCH, LEASE_SECS).await?;
     for e in &claimed {
-        match handle(telemetry, e).await {
+        match handle(telemetry, delivery, e).await {
             Ok(outcome) => inbox.complete(e.id, outcome).await?,
             Err(error) => {
                 metrics::counter!("tiamat_inbox_errors_total", "source" => "chirpstack")
@@ -82,14 +121,18 @@ pub async fn run_once(
 
 /// Runs forever: drains the inbox, then polls while it is empty. Errors are logged, counted and
 /// retried; the loop never ends on one.
-pub fn spawn(app: &crate::App) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    app: &crate::App,
+    delivery: Option<meters::DeliveryService>,
+    poll: Duration,
+) -> tokio::task::JoinHandle<()> {
     let inbox = app.state.inbox.clone();
     let db = app.db.clone();
     tokio::spawn(async move {
         loop {
-            match run_once(inbox.as_ref(), &db).await {
+            match run_once(inbox.as_ref(), &db, delivery.as_ref()).await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Ok(_) => tokio::time::sleep(poll).await,
                 Err(e) => {
                     metrics::counter!("tiamat_inbox_errors_total", "source" => "worker")
                         .increment(1);

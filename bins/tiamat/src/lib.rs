@@ -2,7 +2,9 @@
 
 pub mod app;
 pub mod bootstrap;
+pub mod commissioning_worker;
 pub mod config;
+pub mod delivery_worker;
 pub mod inbox_worker;
 
 pub use app::{App, build};

@@ -147,7 +147,26 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
     }
     api::metrics::handle();
     let _jwks = app.spawn_jwks_refresh(Duration::from_secs(300));
-    let _inbox = tiamat::inbox_worker::spawn(&app);
+    // Meter commands go out through the network server when one is configured.
+    let delivery = app.delivery(config.delivery);
+    let _delivery = match &delivery {
+        Some(service) => tiamat::delivery_worker::spawn(
+            service.clone(),
+            tiamat::delivery_worker::Polling::default(),
+            tiamat::delivery_worker::Wake::default(),
+        ),
+        None => {
+            tracing::warn!("no network server is configured: meter commands stay queued");
+            Vec::new()
+        }
+    };
+    let _inbox = tiamat::inbox_worker::spawn(&app, delivery, Duration::from_millis(50));
+    // Suspension recovery and drift correction; cheap when nothing drifted.
+    let _reconciler = tiamat::delivery_worker::spawn_reconciler(
+        app.reconciler(meters::ReconcilePolicy::default()),
+        Duration::from_secs(15),
+    );
+    let _commissioning = tiamat::commissioning_worker::spawn(&app);
     // Live events from every instance, for this instance's WebSocket clients.
     let _live = app
         .spawn_live_listener(secrecy::ExposeSecret::expose_secret(&config.database_url).to_owned());

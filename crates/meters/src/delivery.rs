@@ -134,6 +134,8 @@ pub struct Delivery {
     pub meter_phase: MeterPhase,
     pub external_reference: String,
     pub dev_eui: Option<String>,
+    /// The grid's IANA timezone: meter clocks run on local time.
+    pub timezone: String,
     pub sent_at: Option<DateTime<Utc>>,
 }
 
@@ -186,7 +188,10 @@ pub enum ReplyOutcome {
     /// Executed; what it observed (reads) or nothing (writes, tokens).
     Executed { observations: Vec<AttributeValue> },
     /// The meter refused.
-    Refused { reason: String, code: Option<String> },
+    Refused {
+        reason: String,
+        code: Option<String>,
+    },
 }
 
 /// Encodes and decodes a meter protocol's frames (CALIN LoRaWAN: the `lorawan` crate).
@@ -618,8 +623,13 @@ impl DeliveryService {
         if let Completion::Succeeded { observations, .. } = completion {
             self.record_readings(d.meter_id, Some(d), &observations, at)
                 .await?;
-            self.settle_verifications(d.meter_id, d.id, InteractionStatus::Successful, &observations)
-                .await?;
+            self.settle_verifications(
+                d.meter_id,
+                d.id,
+                InteractionStatus::Successful,
+                &observations,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -764,7 +774,8 @@ impl DeliveryService {
                 continue;
             };
             if let Some(t) = crate::verify::settled_by_shadow(&shadow, intended, sent_at) {
-                self.settle(&cmd, t, "verified by the meter's report").await?;
+                self.settle(&cmd, t, "verified by the meter's report")
+                    .await?;
             }
         }
         Ok(())

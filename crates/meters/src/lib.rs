@@ -57,7 +57,9 @@
 //! [`InteractionRepo`], [`ShadowRepo`], [`TokenGenerator`] and [`Clock`], with `mockall` mocks
 //! behind the `mocks` feature.
 
+pub mod batches;
 pub mod commands;
+pub mod commissioning;
 pub mod delivery;
 pub mod gatekeeper;
 pub mod ids;
@@ -66,22 +68,32 @@ pub mod kind;
 pub mod network;
 pub mod ports;
 pub mod reconcile;
+pub mod reconciler;
 pub mod retry;
 pub mod shadow;
 pub mod status;
 pub mod token;
 pub mod verify;
 
+#[cfg(any(test, feature = "mocks"))]
+pub use commands::MockCommandRecords;
 pub use commands::{
-    CommandRequest, CommandService, InteractionFilter, InteractionQueries, InteractionView,
-    TokenIssue,
+    CommandRecords, CommandRequest, CommandService, IntakeOptions, InteractionFilter,
+    InteractionQueries, InteractionView, IssuedToken, TokenIssue,
 };
+#[cfg(any(test, feature = "mocks"))]
+pub use commissioning::MockInstallRepo;
+pub use commissioning::{
+    Advance, Commissioning, CommissioningStatus, CommissioningStep, DueCommissioning,
+    InstallOperation, InstallOutcome, InstallRepo, InstallService, InstallSession,
+    InstallSessionId, RegistrationStatus, RunReport, StepFacts, UninstallOutcome, advance,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use delivery::MockDeliveryRepo;
 pub use delivery::{
     AnswerTo, Completion, Delivery, DeliveryRepo, DeliveryService, DeliveryStage, DeliveryTimings,
     DeviceProtocol, DeviceReply, FailurePlan, PassReport, Phase, ReplyOutcome, first_phase,
 };
-#[cfg(any(test, feature = "mocks"))]
-pub use delivery::MockDeliveryRepo;
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,
     Release, gatekeeper,
@@ -108,6 +120,7 @@ pub use reconcile::{
     Assessment, GridHold, Hold, PlannedCommand, ReconcilePolicy, ReconciliationMode, RecoveryPlan,
     assess, grid_gate, reconcile, recover_suspended,
 };
+pub use reconciler::{ReconcileRepo, ReconcileReport, Reconciler, SingleFlight};
 pub use retry::{FixedJitter, Jitter, RetryDecision, RetryPolicy};
 pub use shadow::{
     AttributeState, AttributeValue, Desired, Drift, Intent, MeterClock, MeterShadow, ReconcileMeta,

@@ -31,7 +31,7 @@ fn unfinished_statuses() -> Vec<&'static str> {
         .collect()
 }
 
-fn corrupt(what: &str, v: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Domain(DomainError::Internal(format!(
         "unknown {what} {v:?} in the database"
     )))
@@ -41,12 +41,12 @@ fn conflict(msg: impl Into<String>) -> StoreError {
     StoreError::Domain(DomainError::Conflict(msg.into()))
 }
 
-fn parse_status(s: &str) -> StoreResult<InteractionStatus> {
+pub(crate) fn parse_status(s: &str) -> StoreResult<InteractionStatus> {
     InteractionStatus::parse(s).ok_or_else(|| corrupt("interaction status", s))
 }
 
 /// The serde name of a unit enum (`Origin` has no `as_str`).
-fn serde_name<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn serde_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -54,7 +54,7 @@ fn serde_name<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// The entries to prepend to the stored history (`$head || history`).
-fn head(entry: Option<&HistoryEntry>) -> serde_json::Value {
+pub(crate) fn head(entry: Option<&HistoryEntry>) -> serde_json::Value {
     match entry {
         Some(e) => serde_json::json!([e]),
         None => serde_json::json!([]),
@@ -98,17 +98,21 @@ fn to_pending(r: PendingRow) -> StoreResult<PendingInteraction> {
 /// What a live event says about a row (never the token).
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = mi)]
-struct Summary {
-    id: i64,
-    meter_id: i64,
-    grid_id: Option<i64>,
-    kind: String,
-    status: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+pub(crate) struct Summary {
+    pub(crate) id: i64,
+    pub(crate) meter_id: i64,
+    pub(crate) grid_id: Option<i64>,
+    pub(crate) kind: String,
+    pub(crate) status: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
-async fn announce(c: &mut AsyncPgConnection, s: &Summary, operation: Operation) -> StoreResult<()> {
+pub(crate) async fn announce(
+    c: &mut AsyncPgConnection,
+    s: &Summary,
+    operation: Operation,
+) -> StoreResult<()> {
     let Some(grid) = s.grid_id else {
         return Ok(());
     };

@@ -287,6 +287,9 @@ diesel::table! {
         lorawan_dev_eui -> Nullable<Text>,
         decoder_key -> Nullable<Text>,
         last_sts_token_issued_at -> Nullable<Timestamptz>,
+        last_install_session_id -> Nullable<Int8>,
+        commissioned_at -> Nullable<Timestamptz>,
+        manual_mode -> Bool,
     }
 }
 
@@ -330,6 +333,42 @@ diesel::table! {
         history -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        // The delivery columns (send_after, delivery_stage, stage_deadline, attempts, retries,
+        // queue_item_id, phase, phase_results, sent_at, acked_at, result, verified_by) and the
+        // downlink_lanes table are read and written in SQL by deliveries.rs (32-column limit).
+        retry_of -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    install_sessions (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        meter_id -> Int8,
+        operation -> Text,
+        registration_status -> Text,
+        registration_reason -> Nullable<Text>,
+        author_account_id -> Nullable<Int8>,
+        author_api_key_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    meter_commissionings (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        meter_id -> Int8,
+        install_session_id -> Int8,
+        status -> Text,
+        failure_reason -> Nullable<Text>,
+        retry_of -> Nullable<Int8>,
+        steps_seen_at -> Nullable<Timestamptz>,
+        lease_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -367,7 +406,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     connection_requested_meters,
     meters,
     meter_interactions,
-    meter_shadows
+    meter_shadows,
+    install_sessions,
+    meter_commissionings
 );
 
 diesel::joinable!(connection_requested_meters -> connections (connection_id));

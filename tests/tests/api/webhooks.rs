@@ -209,7 +209,7 @@ async fn uplinks_mark_meters_and_gateways_seen() {
         "application/json",
     )
     .await;
-    let processed = tiamat::inbox_worker::run_once(app.app.state.inbox.as_ref(), &app.app.db)
+    let processed = tiamat::inbox_worker::run_once(app.app.state.inbox.as_ref(), &app.app.db, None)
         .await
         .unwrap();
     assert_eq!(processed, 3);
@@ -277,8 +277,8 @@ async fn two_workers_never_process_an_event_twice_and_abandoned_leases_are_taken
     assert_eq!(abandoned.len(), 20);
     let inbox = app.app.state.inbox.clone();
     let (a, b) = tokio::join!(
-        tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db),
-        tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db)
+        tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db, None),
+        tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db, None)
     );
     assert_eq!(
         a.unwrap() + b.unwrap(),
@@ -295,7 +295,7 @@ async fn two_workers_never_process_an_event_twice_and_abandoned_leases_are_taken
         "nothing claimed twice"
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let taken_over = tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db)
+    let taken_over = tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db, None)
         .await
         .unwrap();
     assert_eq!(taken_over, 20, "expired leases are picked up");

@@ -1,0 +1,330 @@
+//! The reconciliation loop (§6.4) as a service: one pass at a time across all instances (a
+//! single-flight lock), per grid: suspension recovery once the grid can be reached again, then
+//! corrective commands for drifted shadows under the grid's mode (OFF / SHADOW / ON).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Duration;
+use grids::meters::MeterRepo;
+use grids::state::GridStateRepo;
+use kernel::{DomainError, GridId, MeterId, TenantScope};
+use serde::Serialize;
+
+use crate::commands::CommandService;
+use crate::gatekeeper::{Admission, AdmissionContext, GridFacts, MeterFacts, gatekeeper};
+use crate::ports::{Clock, HistoryEntry, InteractionRepo, ShadowRepo};
+use crate::reconcile::{
+    ReconcilePolicy, ReconciliationMode, grid_gate, reconcile, recover_suspended,
+};
+use crate::shadow::MeterShadow;
+use crate::status::{InteractionStatus, Transition};
+
+/// Held while a pass runs; [`SingleFlight::release`] frees it for the next pass.
+#[async_trait]
+pub trait SingleFlight: Send {
+    async fn release(self: Box<Self>);
+}
+
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ReconcileRepo: Send + Sync {
+    /// Every grid with its reconciliation mode.
+    async fn grid_modes(&self) -> Result<Vec<(GridId, ReconciliationMode)>, DomainError>;
+    /// `None` when another pass (on any instance) holds the lock.
+    async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError>;
+}
+
+/// What one pass did, for metrics, logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// False when another pass was running.
+    pub ran: bool,
+    pub grids: usize,
+    pub resumed: usize,
+    pub superseded: usize,
+    pub expired: usize,
+    pub aborted: usize,
+    /// Corrective commands created (ON mode).
+    pub corrected: usize,
+    /// Corrective commands only reported (SHADOW mode).
+    pub reported: usize,
+}
+
+#[derive(Clone)]
+pub struct Reconciler {
+    repo: Arc<dyn ReconcileRepo>,
+    interactions: Arc<dyn InteractionRepo>,
+    shadows: Arc<dyn ShadowRepo>,
+    meters: Arc<dyn MeterRepo>,
+    grids: Arc<dyn GridStateRepo>,
+    commands: CommandService,
+    clock: Arc<dyn Clock>,
+    policy: ReconcilePolicy,
+}
+
+/// Drifted shadows read per page.
+const PAGE: i64 = 500;
+
+impl Reconciler {
+    pub fn new(
+        repo: Arc<dyn ReconcileRepo>,
+        interactions: Arc<dyn InteractionRepo>,
+        shadows: Arc<dyn ShadowRepo>,
+        meters: Arc<dyn MeterRepo>,
+        grids: Arc<dyn GridStateRepo>,
+        commands: CommandService,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repo,
+            interactions,
+            shadows,
+            meters,
+            grids,
+            commands,
+            clock,
+            policy: ReconcilePolicy::default(),
+        }
+    }
+
+    pub fn with_policy(mut self, policy: ReconcilePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// One pass over every grid, unless another is running.
+    pub async fn run_once(&self) -> Result<ReconcileReport, DomainError> {
+        let Some(lock) = self.repo.try_single_flight().await? else {
+            return Ok(ReconcileReport::default());
+        };
+        let outcome = self.pass().await;
+        lock.release().await;
+        outcome
+    }
+
+    async fn pass(&self) -> Result<ReconcileReport, DomainError> {
+        let mut report = ReconcileReport {
+            ran: true,
+            ..ReconcileReport::default()
+        };
+        for (grid, mode) in self.repo.grid_modes().await? {
+            report.grids += 1;
+            let Some(state) = self.grids.state(TenantScope::All, grid).await? else {
+                continue;
+            };
+            let facts = GridFacts::of(&state);
+            let reachable = facts.is_energised && facts.gateways.iter().any(|g| g.is_online);
+            if reachable {
+                self.recover(grid, &facts, &mut report).await?;
+            }
+            let now = self.clock.now();
+            // Batch times are not consulted yet: batches coalesce with corrective commands.
+            if grid_gate(mode, &facts, &[], Duration::hours(1), now).is_ok() {
+                self.correct(grid, mode, &mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Suspension recovery: at most one command per attribute survives, stale reads expire, and
+    /// the survivors go through the gatekeeper again.
+    async fn recover(
+        &self,
+        grid: GridId,
+        facts: &GridFacts,
+        report: &mut ReconcileReport,
+    ) -> Result<(), DomainError> {
+        let suspended = self.interactions.suspended_in_grid(grid).await?;
+        if suspended.is_empty() {
+            return Ok(());
+        }
+        let mut meters: Vec<MeterId> = suspended.iter().map(|r| r.meter_id).collect();
+        meters.sort_unstable();
+        meters.dedup();
+        let mut shadows: Vec<MeterShadow> = Vec::new();
+        for m in &meters {
+            if let Some(s) = self.shadows.get(*m).await? {
+                shadows.push(s);
+            }
+        }
+        let now = self.clock.now();
+        let plan = recover_suspended(&suspended, &shadows, now);
+        let retire = |reason: &str, code: &str| HistoryEntry {
+            at: now,
+            status: InteractionStatus::Suspended,
+            reason: reason.into(),
+            code: Some(code.into()),
+            is_final: true,
+        };
+        for id in plan.supersede {
+            let entry = retire(
+                "superseded on recovery: a newer intent replaced it",
+                "superseded_on_recovery",
+            );
+            if self
+                .interactions
+                .transition(
+                    id,
+                    InteractionStatus::Suspended,
+                    Transition::Superseded,
+                    Some(entry),
+                )
+                .await?
+                .is_some()
+            {
+                report.superseded += 1;
+            }
+        }
+        for id in plan.expire {
+            let entry = retire("expired while suspended", "expired");
+            if self
+                .interactions
+                .transition(
+                    id,
+                    InteractionStatus::Suspended,
+                    Transition::Expired,
+                    Some(entry),
+                )
+                .await?
+                .is_some()
+            {
+                report.expired += 1;
+            }
+        }
+        for id in plan.readjudicate {
+            let Some(row) = suspended.iter().find(|r| r.id == id) else {
+                continue;
+            };
+            let Some(meter) = self.meters.get(TenantScope::All, row.meter_id).await? else {
+                continue;
+            };
+            let admission = gatekeeper(
+                &MeterFacts::of(&meter),
+                Some(facts),
+                row.kind,
+                AdmissionContext {
+                    from_commissioning: row.commissioning_id.is_some(),
+                    is_retry: false,
+                    after_grid_transition: true,
+                },
+                now,
+            );
+            let (event, entry) = match &admission {
+                Admission::Queue => (Transition::Resume, None),
+                Admission::Suspend(_) => continue,
+                Admission::Abort(r) => (
+                    Transition::Cancelled,
+                    Some(HistoryEntry::hold(now, InteractionStatus::Aborted, r, true)),
+                ),
+                Admission::Defer { reason, .. } => (
+                    Transition::Defer,
+                    Some(HistoryEntry::hold(
+                        now,
+                        InteractionStatus::Deferred,
+                        reason,
+                        false,
+                    )),
+                ),
+            };
+            let moved = self
+                .interactions
+                .transition(id, InteractionStatus::Suspended, event, entry)
+                .await?;
+            match (moved, event) {
+                (Some(_), Transition::Resume) => report.resumed += 1,
+                (Some(_), Transition::Cancelled) => report.aborted += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Corrective commands for the grid's drifted shadows.
+    async fn correct(
+        &self,
+        grid: GridId,
+        mode: ReconciliationMode,
+        report: &mut ReconcileReport,
+    ) -> Result<(), DomainError> {
+        let mut after = None;
+        loop {
+            let page = self.shadows.drifted(grid, after, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.meter_id);
+            let full = page.len() as i64 == PAGE;
+            for shadow in page {
+                let pending = self.interactions.unfinished(shadow.meter_id).await?;
+                let now = self.clock.now();
+                for planned in reconcile(&shadow, &pending, mode, &self.policy, now) {
+                    if !planned.execute {
+                        tracing::info!(
+                            meter = shadow.meter_id.get(),
+                            attribute = planned.attribute.as_str(),
+                            command = planned.kind.as_str(),
+                            "reconciler (shadow mode) would correct drift"
+                        );
+                        report.reported += 1;
+                        continue;
+                    }
+                    let (view, _) = match self.commands.submit(planned.to_request(), None).await {
+                        Ok(created) => created,
+                        Err(e) => {
+                            tracing::warn!(meter = shadow.meter_id.get(), error = %e, "reconciler could not create a corrective command");
+                            continue;
+                        }
+                    };
+                    self.note_attempt(shadow.meter_id, &planned, view.id)
+                        .await?;
+                    report.corrected += 1;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Counts the corrective attempt on the shadow (cooldown and cap).
+    async fn note_attempt(
+        &self,
+        meter: MeterId,
+        planned: &crate::reconcile::PlannedCommand,
+        interaction: crate::ids::InteractionId,
+    ) -> Result<(), DomainError> {
+        for _ in 0..5 {
+            let Some(mut shadow) = self.shadows.get(meter).await? else {
+                return Ok(());
+            };
+            let loaded = shadow.version;
+            shadow.record_reconcile(planned.attribute, interaction, self.clock.now());
+            match self.shadows.save(shadow, loaded).await {
+                Ok(()) => return Ok(()),
+                Err(DomainError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReconciliationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconciliationMode::Off => "OFF",
+            ReconciliationMode::Shadow => "SHADOW",
+            ReconciliationMode::On => "ON",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "OFF" => Some(ReconciliationMode::Off),
+            "SHADOW" => Some(ReconciliationMode::Shadow),
+            "ON" => Some(ReconciliationMode::On),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The reconciliation loop's storage ([`ReconcileRepo`]): grid modes and the single-flight lock,
+//! a PostgreSQL session advisory lock held on a dedicated connection for the whole pass. If the
+//! process dies mid-pass its session ends and the lock with it.
+
+use async_trait::async_trait;
+use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use kernel::{DomainError, GridId};
+use meters::{ReconcileRepo, ReconciliationMode, SingleFlight};
+
+use crate::interactions::corrupt;
+use crate::{Db, StoreError};
+
+/// The advisory lock key of the reconciler (any fixed number unique in this database).
+const RECONCILER_LOCK: i64 = 0x7469_616d_6174_0001;
+
+struct AdvisoryLock {
+    conn: Option<Object<AsyncPgConnection>>,
+}
+
+#[async_trait]
+impl SingleFlight for AdvisoryLock {
+    async fn release(mut self: Box<Self>) {
+        if let Some(mut conn) = self.conn.take() {
+            let unlocked = sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(RECONCILER_LOCK)
+                .execute(&mut conn)
+                .await;
+            if unlocked.is_err() {
+                // Not returned to the pool: closing the session frees the lock.
+                drop(Object::take(conn));
+            }
+        }
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        // Dropped without release (a panic or a cancelled pass): close the session rather than
+        // return a connection that still holds the lock to the pool.
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+#[async_trait]
+impl ReconcileRepo for Db {
+    async fn grid_modes(&self) -> Result<Vec<(GridId, ReconciliationMode)>, DomainError> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Text)]
+            reconciliation_mode: String,
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = sql_query(
+            "SELECT id, reconciliation_mode FROM grids WHERE deleted_at IS NULL ORDER BY id",
+        )
+        .load(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        rows.into_iter()
+            .map(|r| {
+                let mode = ReconciliationMode::parse(&r.reconciliation_mode)
+                    .ok_or_else(|| corrupt("reconciliation mode", &r.reconciliation_mode))?;
+                Ok((GridId(r.id), mode))
+            })
+            .collect::<Result<_, StoreError>>()
+            .map_err(DomainError::from)
+    }
+
+    async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError> {
+        #[derive(QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = Bool)]
+            locked: bool,
+        }
+        let mut conn = self.conn().await?;
+        let got: Locked = sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(RECONCILER_LOCK)
+            .get_result(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(got
+            .locked
+            .then(|| Box::new(AdvisoryLock { conn: Some(conn) }) as Box<dyn SingleFlight>))
+    }
+}
