@@ -3,6 +3,10 @@
 //! Protobuf, and reduced to what tiamat acts on. Each event gets a deduplication key: ChirpStack
 //! does not retry, but the same uplink heard twice or a replayed request must count once.
 
+pub mod grpc;
+
+pub use grpc::{ChirpstackDeviceApi, ChirpstackSettings};
+
 use chirpstack_api::integration as ci;
 use chrono::{DateTime, TimeZone, Utc};
 use prost::Message;
