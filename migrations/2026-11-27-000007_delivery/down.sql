@@ -1,3 +1,4 @@
+DROP INDEX meters_external_reference;
 ALTER TABLE grids DROP COLUMN reconciliation_mode;
 DROP TRIGGER grids_downlink_lane ON grids;
 DROP FUNCTION downlink_lane_for_grid();

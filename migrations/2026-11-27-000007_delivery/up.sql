@@ -54,3 +54,6 @@ CREATE TRIGGER grids_downlink_lane AFTER INSERT ON grids
 ALTER TABLE grids
     ADD COLUMN reconciliation_mode text NOT NULL DEFAULT 'ON'
         CHECK (reconciliation_mode IN ('OFF', 'SHADOW', 'ON'));
+
+-- Uplinks find a CALIN meter by its serial (the DevEUI without its zero padding).
+CREATE INDEX meters_external_reference ON meters (external_reference);

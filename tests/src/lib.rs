@@ -204,6 +204,7 @@ pub fn config(db_url: &str) -> Config {
         chirpstack_webhook_secret: Some(secrecy::SecretString::from(WEBHOOK_SECRET.to_owned())),
         sts_generator_url: None,
         sts_generator_api_key: None,
+        chirpstack_api: None,
         delivery: meters::DeliveryTimings::default(),
     }
 }

@@ -128,8 +128,19 @@ impl TelemetryRepo for Db {
         let mut conn = self.conn().await?;
         let result = conn
             .transaction(async |c| {
+                // CALIN meters are provisioned with their 11-digit serial zero-padded to a
+                // 16-digit DevEUI; one heard under another DevEUI has it recorded.
+                let serial = u
+                    .dev_eui
+                    .strip_prefix("00000")
+                    .filter(|s| s.len() == 11)
+                    .unwrap_or("");
                 let meter: Option<(i64, Option<i64>)> = meters::table
-                    .filter(meters::lorawan_dev_eui.eq(&u.dev_eui))
+                    .filter(
+                        meters::lorawan_dev_eui.eq(&u.dev_eui).or(meters::lorawan_dev_eui
+                            .is_null()
+                            .and(meters::external_reference.eq(serial))),
+                    )
                     .filter(meters::deleted_at.is_null())
                     .select((meters::id, meters::grid_id))
                     .for_update()
