@@ -1,6 +1,7 @@
 //! tiamat's composition root: configuration → adapters → services → HTTP server.
 
 pub mod app;
+pub mod batch_scheduler;
 pub mod bootstrap;
 pub mod commissioning_worker;
 pub mod config;

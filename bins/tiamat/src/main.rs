@@ -167,6 +167,8 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
         Duration::from_secs(15),
     );
     let _commissioning = tiamat::commissioning_worker::spawn(&app);
+    // Directive batch rules fire in their grid's time (every instance; fires are unique).
+    let _batches = tiamat::batch_scheduler::spawn(app.state.services.batches.clone());
     // Live events from every instance, for this instance's WebSocket clients.
     let _live = app
         .spawn_live_listener(secrecy::ExposeSecret::expose_secret(&config.database_url).to_owned());

@@ -46,9 +46,12 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(routes::mppts::routes)
                     .configure(routes::poles::routes)
                     .configure(routes::connections::routes)
+                    .configure(routes::tokens::routes)
+                    .configure(routes::installs::routes)
                     .configure(routes::meters::routes)
                     .configure(routes::integrations::routes)
                     .configure(routes::interactions::routes)
+                    .configure(routes::directive_batches::routes)
                     .configure(routes::api_keys::routes)
                     .configure(routes::audit_events::routes)
                     .default_service(web::to(error::not_found)),

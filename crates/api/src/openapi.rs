@@ -66,6 +66,13 @@ impl Modify for Security {
         routes::integrations::chirpstack_events,
         routes::interactions::create, routes::interactions::list, routes::interactions::get_one,
         routes::interactions::cancel,
+        routes::tokens::generate, routes::tokens::offline_clear_tamper, routes::tokens::retry_interaction,
+        routes::installs::install, routes::installs::uninstall, routes::installs::list_commissionings,
+        routes::installs::get_commissioning, routes::installs::retry_commissioning,
+        routes::directive_batches::list, routes::directive_batches::create,
+        routes::directive_batches::get_one, routes::directive_batches::update,
+        routes::directive_batches::remove, routes::directive_batches::run_now,
+        routes::directive_batches::list_executions, routes::directive_batches::get_execution,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
@@ -74,6 +81,7 @@ impl Modify for Security {
         (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
         (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
         (name = "connections"), (name = "meters"), (name = "integrations"), (name = "commands"), (name = "operations"),
+        (name = "tokens"), (name = "installs"), (name = "directive-batches"),
     )
 )]
 pub struct ApiDoc;

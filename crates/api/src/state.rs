@@ -25,6 +25,8 @@ pub struct Services {
     pub meters: grids::meters::MeterService,
     pub grid_state: grids::state::GridStateService,
     pub commands: meters::CommandService,
+    pub installs: meters::InstallService,
+    pub batches: meters::batches::BatchService,
 }
 
 /// One dependency's state in `/health/ready`.

@@ -24,6 +24,7 @@ use kernel::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::commands::TokenIssue;
 use crate::gatekeeper::{Admission, AdmissionContext, GridFacts, MeterFacts, gatekeeper};
 use crate::ids::BatchExecutionId;
 use crate::intake::{IntakeAction, IntakePolicy, IntakeRequest, PendingInteraction};
@@ -32,7 +33,6 @@ use crate::ports::{Clock, HistoryEntry, IntakeCommit, Requester, TokenGenerator}
 use crate::shadow::MeterShadow;
 use crate::status::{InteractionStatus, StatusBucket};
 use crate::token::{StsToken, TokenKind, TokenRequest};
-use crate::commands::TokenIssue;
 
 /// A scheduled rule (`directive_batches`).
 #[derive(
@@ -106,7 +106,11 @@ impl BatchAction {
                 None
             }
             (ActionKind::Scan, None) => {
-                v.check(false, "scan_kind", "a SCAN needs a read type such as READ_CREDIT");
+                v.check(
+                    false,
+                    "scan_kind",
+                    "a SCAN needs a read type such as READ_CREDIT",
+                );
                 None
             }
             (ActionKind::Scan, Some(kind)) if kind.category() == Category::Read => {
@@ -150,7 +154,13 @@ impl BatchAction {
 /// Parses a strict `HH:MM` (24-hour) local time.
 pub fn parse_local_time(s: &str) -> Option<NaiveTime> {
     let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b':' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()) {
+    if b.len() != 5
+        || b[2] != b':'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+    {
         return None;
     }
     let hour: u32 = s[..2].parse().ok()?;
@@ -201,7 +211,9 @@ impl RuleDraft {
                 is_repeating: self.is_repeating,
                 action,
             }),
-            _ => Err(DomainError::Internal("validation passed without values".into())),
+            _ => Err(DomainError::Internal(
+                "validation passed without values".into(),
+            )),
         }
     }
 }
@@ -243,7 +255,10 @@ impl DirectiveRule {
     fn draft_with(&self, p: &RulePatch) -> RuleDraft {
         RuleDraft {
             grid_id: self.grid_id,
-            local_time: p.local_time.clone().unwrap_or_else(|| self.local_time.clone()),
+            local_time: p
+                .local_time
+                .clone()
+                .unwrap_or_else(|| self.local_time.clone()),
             is_repeating: p.is_repeating.unwrap_or(self.is_repeating),
             action: p.action.unwrap_or(self.action),
             scan_kind: match (p.scan_kind, p.action) {
@@ -297,7 +312,13 @@ pub fn fire_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime
 /// The fire of `rule` due at `now`, if any: its local time has come (today or yesterday in the
 /// grid's timezone), at most [`CATCH_UP`] ago, and not before the rule was last changed (a rule
 /// written at 18:05 for 18:00 waits for tomorrow). One-shot rules that fired are never due.
-pub fn due_fire(rule: &ValidRule, tz: Tz, changed_at: DateTime<Utc>, done: bool, now: DateTime<Utc>) -> Option<FireKey> {
+pub fn due_fire(
+    rule: &ValidRule,
+    tz: Tz,
+    changed_at: DateTime<Utc>,
+    done: bool,
+    now: DateTime<Utc>,
+) -> Option<FireKey> {
     if done {
         return None;
     }
@@ -392,8 +413,11 @@ pub fn plan_meter(
     requested_by: Requester,
     now: DateTime<Utc>,
 ) -> Result<IntakeCommit, DomainError> {
-    let (kind, power_limit_w) =
-        command_for(order.action, order.uses_dual_meter_setup, meter.hps_mode_power_limit_w);
+    let (kind, power_limit_w) = command_for(
+        order.action,
+        order.uses_dual_meter_setup,
+        meter.hps_mode_power_limit_w,
+    );
     let mut request = IntakeRequest::new(meter.meter_id, kind, Origin::Batch);
     request.power_limit_w = power_limit_w;
     request.batch_execution_id = Some(order.execution);
@@ -417,8 +441,7 @@ pub fn plan_meter(
             }),
         ),
         IntakeAction::Create { wait_for: None, .. } => {
-            let admission =
-                gatekeeper(&meter.facts, grid, kind, AdmissionContext::default(), now);
+            let admission = gatekeeper(&meter.facts, grid, kind, AdmissionContext::default(), now);
             let status = InteractionStatus::initial(&admission);
             let history = match &admission {
                 Admission::Queue => None,
@@ -766,7 +789,9 @@ impl BatchService {
     ) -> Result<Page<DirectiveRule>, DomainError> {
         who.require(Permission::MeterRead)?;
         if who.kind != kernel::AccountKind::Member {
-            return Err(DomainError::Forbidden("directive batches are for staff".into()));
+            return Err(DomainError::Forbidden(
+                "directive batches are for staff".into(),
+            ));
         }
         let rows = self.repo.list_rules(who.scope(), filter, page).await?;
         Ok(Page::from_rows(rows, page, |r| r.id.get()))
@@ -800,10 +825,18 @@ impl BatchService {
             .ok_or(DomainError::NotFound("directive batch"))
     }
 
-    pub async fn delete_rule(&self, who: &Principal, id: DirectiveBatchId) -> Result<(), DomainError> {
+    pub async fn delete_rule(
+        &self,
+        who: &Principal,
+        id: DirectiveBatchId,
+    ) -> Result<(), DomainError> {
         who.require(Permission::BatchManage)?;
         staff_only(who, "directive batch")?;
-        if self.repo.delete_rule(who.scope(), id, requester(who)).await? {
+        if self
+            .repo
+            .delete_rule(who.scope(), id, requester(who))
+            .await?
+        {
             Ok(())
         } else {
             Err(DomainError::NotFound("directive batch"))
@@ -958,7 +991,9 @@ impl BatchService {
     ) -> Result<Page<BatchExecution>, DomainError> {
         who.require(Permission::MeterRead)?;
         if who.kind != kernel::AccountKind::Member {
-            return Err(DomainError::Forbidden("directive batches are for staff".into()));
+            return Err(DomainError::Forbidden(
+                "directive batches are for staff".into(),
+            ));
         }
         let mut rows = self.repo.list_executions(who.scope(), filter, page).await?;
         let now = self.clock.now();
@@ -1004,9 +1039,9 @@ mod tests {
     use crate::ids::InteractionId;
     use crate::intake::intended_value;
     use crate::shadow::{AttributeValue, RelayState};
-    use grids::vocab::CommunicationProtocol as P;
     use InteractionStatus as S;
     use InteractionType as T;
+    use grids::vocab::CommunicationProtocol as P;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
@@ -1027,10 +1062,15 @@ mod tests {
     fn local_time_is_strict_hh_mm() {
         assert_eq!(parse_local_time("18:00"), NaiveTime::from_hms_opt(18, 0, 0));
         assert_eq!(parse_local_time("00:59"), NaiveTime::from_hms_opt(0, 59, 0));
-        for bad in ["24:00", "18:60", "8:00", "18:0", "18-00", "18:00:00", "", "ab:cd", "+1:00"] {
+        for bad in [
+            "24:00", "18:60", "8:00", "18:0", "18-00", "18:00:00", "", "ab:cd", "+1:00",
+        ] {
             assert_eq!(parse_local_time(bad), None, "{bad}");
         }
-        assert_eq!(format_local_time(NaiveTime::from_hms_opt(7, 5, 0).unwrap()), "07:05");
+        assert_eq!(
+            format_local_time(NaiveTime::from_hms_opt(7, 5, 0).unwrap()),
+            "07:05"
+        );
     }
 
     #[test]
@@ -1110,16 +1150,34 @@ mod tests {
     fn lagos_six_pm_is_five_pm_utc() {
         let tz: Tz = "Africa/Lagos".parse().unwrap();
         let r = rule("18:00", BatchAction::Fs { on: true });
-        assert_eq!(due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 16, 59)), None);
+        assert_eq!(
+            due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 16, 59)),
+            None
+        );
         let key = due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 17, 0)).unwrap();
         assert_eq!(key.to_string(), "2026-11-27T18:00");
         // Within the catch-up window: the same fire (the store keeps it to one).
-        assert_eq!(due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 17, 9)), Some(key));
-        assert_eq!(due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 17, 10)), None);
-        // Done one-shot rules never fire; a rule changed after its time waits for tomorrow.
-        assert_eq!(due_fire(&r, tz, LONG_AGO(), true, utc(2026, 11, 27, 17, 1)), None);
         assert_eq!(
-            due_fire(&r, tz, utc(2026, 11, 27, 17, 0) + Duration::seconds(1), false, utc(2026, 11, 27, 17, 1)),
+            due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 17, 9)),
+            Some(key)
+        );
+        assert_eq!(
+            due_fire(&r, tz, LONG_AGO(), false, utc(2026, 11, 27, 17, 10)),
+            None
+        );
+        // Done one-shot rules never fire; a rule changed after its time waits for tomorrow.
+        assert_eq!(
+            due_fire(&r, tz, LONG_AGO(), true, utc(2026, 11, 27, 17, 1)),
+            None
+        );
+        assert_eq!(
+            due_fire(
+                &r,
+                tz,
+                utc(2026, 11, 27, 17, 0) + Duration::seconds(1),
+                false,
+                utc(2026, 11, 27, 17, 1)
+            ),
             None
         );
     }
@@ -1138,7 +1196,11 @@ mod tests {
         // 2026-03-29: 02:00 → 03:00 local. 02:30 does not exist: it fires at 03:00 CEST (01:00 UTC).
         let r = rule("02:30", BatchAction::Fs { on: false });
         assert_eq!(
-            fire_instant(tz, NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(), r.local_time),
+            fire_instant(
+                tz,
+                NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(),
+                r.local_time
+            ),
             Some(utc(2026, 3, 29, 1, 0))
         );
         let key = due_fire(&r, tz, LONG_AGO(), false, utc(2026, 3, 29, 1, 2)).unwrap();
@@ -1147,11 +1209,18 @@ mod tests {
         // and the second 02:30 (01:30 UTC) is outside its window.
         let at = utc(2026, 10, 25, 0, 30);
         assert_eq!(
-            fire_instant(tz, NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(), r.local_time),
+            fire_instant(
+                tz,
+                NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(),
+                r.local_time
+            ),
             Some(at)
         );
         assert!(due_fire(&r, tz, LONG_AGO(), false, at).is_some());
-        assert_eq!(due_fire(&r, tz, LONG_AGO(), false, utc(2026, 10, 25, 1, 30)), None);
+        assert_eq!(
+            due_fire(&r, tz, LONG_AGO(), false, utc(2026, 10, 25, 1, 30)),
+            None
+        );
     }
 
     #[test]
@@ -1169,7 +1238,11 @@ mod tests {
         assert!(qualifies(on, true, MeterType::Fs));
         assert!(!qualifies(on, true, MeterType::Hps));
         assert!(qualifies(on, false, MeterType::Hps));
-        assert!(qualifies(BatchAction::Scan(T::ReadCredit), true, MeterType::Hps));
+        assert!(qualifies(
+            BatchAction::Scan(T::ReadCredit),
+            true,
+            MeterType::Hps
+        ));
     }
 
     fn meter(unfinished: Vec<PendingInteraction>) -> BatchMeter {
@@ -1215,21 +1288,45 @@ mod tests {
         let now = utc(2026, 11, 27, 12, 0);
         let policy = IntakePolicy::default();
         let m = meter(vec![pending(1, T::ReadCredit, S::Queued)]);
-        let c = plan_meter(&policy, order(BatchAction::Scan(T::ReadCredit)), &m, None, None, Requester::default(), now)
-            .unwrap();
-        assert_eq!(c.plan.action, IntakeAction::Coalesce { into: InteractionId(1) });
+        let c = plan_meter(
+            &policy,
+            order(BatchAction::Scan(T::ReadCredit)),
+            &m,
+            None,
+            None,
+            Requester::default(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            c.plan.action,
+            IntakeAction::Coalesce {
+                into: InteractionId(1)
+            }
+        );
         assert_eq!(c.shadow, None);
 
         let m = meter(vec![pending(2, T::TurnOff, S::Queued)]);
-        let c = plan_meter(&policy, order(BatchAction::Fs { on: true }), &m, None, None, Requester::default(), now)
-            .unwrap();
+        let c = plan_meter(
+            &policy,
+            order(BatchAction::Fs { on: true }),
+            &m,
+            None,
+            None,
+            Requester::default(),
+            now,
+        )
+        .unwrap();
         assert!(c.plan.creates());
         assert_eq!(c.plan.supersede, vec![InteractionId(2)]);
         assert_eq!(c.status, S::Queued);
         assert_eq!(c.request.origin, Origin::Batch);
         assert_eq!(c.request.batch_execution_id, Some(BatchExecutionId(9)));
         let shadow = c.shadow.unwrap();
-        let desired = shadow.attributes[&crate::kind::Attribute::Relay].desired.clone().unwrap();
+        let desired = shadow.attributes[&crate::kind::Attribute::Relay]
+            .desired
+            .clone()
+            .unwrap();
         assert_eq!(desired.value, AttributeValue::Relay(RelayState::On));
         assert_eq!(desired.by_ref, Some(9));
         assert_eq!(c.shadow_loaded_version, 0);
@@ -1253,7 +1350,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.status, S::Suspended);
-        assert_eq!(c.history.unwrap().code.as_deref(), Some("grid_not_energised"));
+        assert_eq!(
+            c.history.unwrap().code.as_deref(),
+            Some("grid_not_energised")
+        );
     }
 
     #[test]
@@ -1266,7 +1366,15 @@ mod tests {
         p.add(S::Superseded, 1);
         p.add(S::Expired, 2);
         assert_eq!(
-            (p.total, p.pending, p.in_flight, p.successful, p.failed, p.superseded, p.expired),
+            (
+                p.total,
+                p.pending,
+                p.in_flight,
+                p.successful,
+                p.failed,
+                p.superseded,
+                p.expired
+            ),
             (10, 2, 1, 3, 1, 1, 2)
         );
         assert!(!p.is_complete());
@@ -1324,7 +1432,13 @@ mod tests {
     fn retirable_statuses_come_from_the_state_machine() {
         assert_eq!(
             supersedable_statuses(),
-            vec![S::Queued, S::Suspended, S::Deferred, S::Processing, S::Verifying]
+            vec![
+                S::Queued,
+                S::Suspended,
+                S::Deferred,
+                S::Processing,
+                S::Verifying
+            ]
         );
         assert_eq!(
             expirable_statuses(),

@@ -56,6 +56,12 @@ pub struct InteractionView {
     pub superseded_by: Option<InteractionId>,
     /// Reads: not sent after this instant.
     pub expires_at: Option<DateTime<Utc>>,
+    /// A step of this commissioning run.
+    #[schema(value_type = Option<i64>)]
+    pub commissioning_id: Option<crate::ids::CommissioningId>,
+    /// A manual retry of this FAILED interaction.
+    #[schema(value_type = Option<i64>)]
+    pub retry_of: Option<InteractionId>,
     /// Holds, failures and decisions, newest first.
     pub history: Vec<HistoryEntry>,
     pub created_at: DateTime<Utc>,
@@ -70,6 +76,8 @@ pub struct InteractionFilter {
     pub kind: Option<InteractionType>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Interactions a directive batch execution created or joined.
+    pub batch_execution_id: Option<crate::ids::BatchExecutionId>,
 }
 
 /// What generating an STS token needs from storage.
@@ -104,6 +112,13 @@ pub trait InteractionQueries: Send + Sync {
     ) -> Result<Option<InteractionView>, DomainError>;
 }
 
+fn requester(who: &Principal) -> crate::ports::Requester {
+    crate::ports::Requester {
+        account: who.account_id,
+        api_key: who.api_key_id(),
+    }
+}
+
 #[derive(Clone)]
 pub struct CommandService {
     interactions: Arc<dyn InteractionRepo>,
@@ -114,6 +129,60 @@ pub struct CommandService {
     clock: Arc<dyn Clock>,
     policy: IntakePolicy,
     tokens: Option<(Arc<dyn TokenGenerator>, Arc<dyn TokenIssue>)>,
+    records: Option<Arc<dyn CommandRecords>>,
+}
+
+/// How the system's own commands are admitted ([`CommandService::submit_with`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntakeOptions {
+    /// A follow-up takes the priority of the command it follows.
+    pub following_up_on: Option<InteractionType>,
+    /// What the gatekeeper is told about the request (commissioning step, operator retry).
+    pub admission: AdmissionContext,
+    /// Create the row DEFERRED with this history entry instead of asking the gatekeeper: a
+    /// commissioning step waiting for the previous one. Released later with `Transition::Resume`.
+    pub hold: Option<HistoryEntry>,
+}
+
+/// A token generated without a command ([`CommandService::issue_token`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedToken {
+    pub meter_id: MeterId,
+    pub token: StsToken,
+    pub kind: TokenKind,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// What the command service records besides intake: tokens generated without a command, and
+/// the links of manual retries.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait CommandRecords: Send + Sync {
+    /// Audits a token generated without a command (never its value).
+    async fn token_issued(
+        &self,
+        meter: MeterId,
+        kind: TokenKind,
+        issued_at: DateTime<Utc>,
+        by: crate::ports::Requester,
+    ) -> Result<(), DomainError>;
+    /// The token a DELIVER_PREEXISTING_TOKEN interaction carries.
+    async fn supplied_token(
+        &self,
+        interaction: InteractionId,
+    ) -> Result<Option<String>, DomainError>;
+    /// The retry already made of `interaction`, if any.
+    async fn retried_by(
+        &self,
+        interaction: InteractionId,
+    ) -> Result<Option<InteractionId>, DomainError>;
+    /// Records that `retry` retries `of` (audited). `Conflict` when `of` was retried already.
+    async fn link_retry(
+        &self,
+        retry: InteractionId,
+        of: InteractionId,
+        by: crate::ports::Requester,
+    ) -> Result<(), DomainError>;
 }
 
 /// Intake re-plans when another request for the same meter committed first.
@@ -137,7 +206,25 @@ impl CommandService {
             clock,
             policy: IntakePolicy::default(),
             tokens: None,
+            records: None,
         }
+    }
+
+    /// Enables standalone tokens' audit and manual retries ([`CommandRecords`]).
+    pub fn with_records(mut self, records: Arc<dyn CommandRecords>) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    fn records(&self) -> Result<&Arc<dyn CommandRecords>, DomainError> {
+        self.records
+            .as_ref()
+            .ok_or_else(|| DomainError::Internal("command records are not wired".into()))
+    }
+
+    /// Whether STS tokens can be generated (a generator is configured).
+    pub fn generates_tokens(&self) -> bool {
+        self.tokens.is_some()
     }
 
     /// Enables token commands (TOP_UP, CLEAR_CREDIT, CLEAR_TAMPER, SET_POWER_LIMIT).
@@ -160,10 +247,24 @@ impl CommandService {
         let Some(kind) = TokenKind::for_request(request) else {
             return Ok(None);
         };
+        Ok(Some(self.mint(meter, kind, None).await?.0))
+    }
+
+    /// Reserves the meter's next issue time, then generates. `decoder_key` overrides the key on
+    /// file (offline tokens for meters whose key comes with the request).
+    async fn mint(
+        &self,
+        meter: &grids::meters::Meter,
+        kind: TokenKind,
+        decoder_key: Option<String>,
+    ) -> Result<(StsToken, DateTime<Utc>), DomainError> {
         let (generator, issue) = self.tokens.as_ref().ok_or_else(|| {
             DomainError::Unavailable("no STS token generator is configured".into())
         })?;
-        let decoder_key = issue.decoder_key(meter.id).await?;
+        let decoder_key = match decoder_key {
+            Some(key) => Some(key),
+            None => issue.decoder_key(meter.id).await?,
+        };
         let issued_at = issue.reserve_issue_time(meter.id, self.clock.now()).await?;
         let token = generator
             .generate(TokenRequest {
@@ -175,7 +276,130 @@ impl CommandService {
                 issued_at,
             })
             .await?;
-        Ok(Some(token))
+        Ok((token, issued_at))
+    }
+
+    /// Generates an STS token for the meter without sending it (the operator delivers it by
+    /// hand, e.g. typed on the keypad). Issue times stay strictly increasing per meter; the
+    /// generation is audited, never the token. The meter need not be installed.
+    pub async fn issue_token(
+        &self,
+        who: &Principal,
+        meter_id: MeterId,
+        kind: TokenKind,
+        decoder_key: Option<String>,
+    ) -> Result<IssuedToken, DomainError> {
+        let as_command = match kind {
+            TokenKind::TopUp { .. } => InteractionType::TopUp,
+            TokenKind::ClearCredit => InteractionType::ClearCredit,
+            TokenKind::ClearTamper => InteractionType::ClearTamper,
+            TokenKind::SetPowerLimit { .. } => InteractionType::SetPowerLimit,
+        };
+        who.require(Self::required_permission(as_command))?;
+        let meter = self
+            .meters
+            .get(who.scope(), meter_id)
+            .await?
+            .ok_or(DomainError::NotFound("meter"))?;
+        let records = self.records()?;
+        let (token, issued_at) = self.mint(&meter, kind, decoder_key).await?;
+        records
+            .token_issued(meter.id, kind, issued_at, requester(who))
+            .await?;
+        Ok(IssuedToken {
+            meter_id: meter.id,
+            token,
+            kind,
+            issued_at,
+        })
+    }
+
+    /// CLEAR_TAMPER tokens for meters that cannot be reached (typed in on site), one per
+    /// `(serial, decoder key)` row, in order. A row that fails says why; the others go on.
+    /// The decoder key given overrides the one on file; without one, the stored key is used.
+    pub async fn offline_clear_tamper_tokens(
+        &self,
+        who: &Principal,
+        rows: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<(String, Result<IssuedToken, DomainError>)>, DomainError> {
+        who.require(Permission::MeterCommand)?;
+        if !self.generates_tokens() {
+            return Err(DomainError::Unavailable(
+                "no STS token generator is configured".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (serial, key) in rows {
+            let found = self
+                .meters
+                .list(
+                    who.scope(),
+                    grids::meters::MeterFilter {
+                        search: Some(serial.clone()),
+                        ..Default::default()
+                    },
+                    PageRequest::new(Some(50), None)?,
+                )
+                .await?
+                .into_iter()
+                .find(|m| m.external_reference == serial);
+            let issued = match found {
+                Some(meter) => {
+                    self.issue_token(who, meter.id, TokenKind::ClearTamper, key)
+                        .await
+                }
+                None => Err(DomainError::NotFound("meter")),
+            };
+            out.push((serial, issued));
+        }
+        Ok(out)
+    }
+
+    /// A new interaction with the type and arguments of a FAILED one (409 otherwise, or when it
+    /// was retried already). Token commands get a freshly generated token, since the failed one
+    /// may have been consumed or rejected; a pre-existing token is delivered again as supplied.
+    pub async fn retry(
+        &self,
+        who: &Principal,
+        id: InteractionId,
+    ) -> Result<(InteractionView, bool), DomainError> {
+        let failed = self.get(who, id).await?;
+        who.require(Self::required_permission(failed.kind))?;
+        if failed.status != InteractionStatus::Failed {
+            return Err(DomainError::Conflict(format!(
+                "only a FAILED interaction can be retried; this one is {}",
+                failed.status.as_str()
+            )));
+        }
+        let records = self.records()?;
+        if let Some(retry) = records.retried_by(id).await? {
+            return Err(DomainError::Conflict(format!(
+                "interaction {id} was already retried as interaction {retry}"
+            )));
+        }
+        let token = match failed.kind {
+            InteractionType::DeliverPreexistingToken => Some(
+                records
+                    .supplied_token(id)
+                    .await?
+                    .ok_or_else(|| DomainError::Internal("the token to deliver is gone".into()))?,
+            ),
+            _ => None,
+        };
+        let request = CommandRequest {
+            kind: failed.kind,
+            power_limit_w: failed.power_limit_w,
+            energy_wh: failed.energy_wh,
+            token,
+        };
+        let (view, created) = self.create(who, failed.meter_id, request).await?;
+        records.link_retry(view.id, id, requester(who)).await?;
+        let view = self
+            .queries
+            .get(TenantScope::All, view.id)
+            .await?
+            .ok_or(DomainError::NotFound("interaction"))?;
+        Ok((view, created))
     }
 
     fn required_permission(kind: InteractionType) -> Permission {
@@ -209,11 +433,8 @@ impl CommandService {
             who.scope(),
             &meter,
             request,
-            None,
-            crate::ports::Requester {
-                account: who.account_id,
-                api_key: who.api_key_id(),
-            },
+            IntakeOptions::default(),
+            requester(who),
         )
         .await
     }
@@ -226,6 +447,22 @@ impl CommandService {
         request: IntakeRequest,
         following_up_on: Option<InteractionType>,
     ) -> Result<(InteractionView, bool), DomainError> {
+        self.submit_with(
+            request,
+            IntakeOptions {
+                following_up_on,
+                ..IntakeOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`CommandService::submit`] with the gatekeeper context and an optional hold.
+    pub async fn submit_with(
+        &self,
+        request: IntakeRequest,
+        options: IntakeOptions,
+    ) -> Result<(InteractionView, bool), DomainError> {
         let meter = self
             .meters
             .get(TenantScope::All, request.meter_id)
@@ -235,7 +472,7 @@ impl CommandService {
             TenantScope::All,
             &meter,
             request,
-            following_up_on,
+            options,
             crate::ports::Requester::default(),
         )
         .await
@@ -246,7 +483,7 @@ impl CommandService {
         scope: TenantScope,
         meter: &grids::meters::Meter,
         request: IntakeRequest,
-        following_up_on: Option<InteractionType>,
+        options: IntakeOptions,
         requested_by: crate::ports::Requester,
     ) -> Result<(InteractionView, bool), DomainError> {
         let meter = meter.clone();
@@ -263,7 +500,7 @@ impl CommandService {
         };
         let priority = request
             .kind
-            .priority(request.origin.priority_context(following_up_on));
+            .priority(request.origin.priority_context(options.following_up_on));
         let mut last_conflict = None;
         for _ in 0..INTAKE_ATTEMPTS {
             let now = self.clock.now();
@@ -288,13 +525,17 @@ impl CommandService {
                         is_final: false,
                     }),
                 ),
+                IntakeAction::Create { wait_for: None, .. } if options.hold.is_some() => (
+                    InteractionStatus::Deferred,
+                    options.hold.clone().map(|h| HistoryEntry { at: now, ..h }),
+                ),
                 IntakeAction::Create { wait_for: None, .. } => {
                     let facts = state.as_ref().map(GridFacts::of);
                     let admission = gatekeeper(
                         &MeterFacts::of(&meter),
                         facts.as_ref(),
                         request.kind,
-                        AdmissionContext::default(),
+                        options.admission,
                         now,
                     );
                     let status = InteractionStatus::initial(&admission);
@@ -509,6 +750,8 @@ mod tests {
             coalesced_requests: 0,
             superseded_by: None,
             expires_at: None,
+            commissioning_id: None,
+            retry_of: None,
             history: vec![],
             created_at: now(),
             updated_at: now(),

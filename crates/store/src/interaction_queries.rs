@@ -39,6 +39,10 @@ struct Row {
     superseded_by: Option<i64>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    commissioning_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    retry_of: Option<i64>,
     #[diesel(sql_type = Jsonb)]
     history: serde_json::Value,
     #[diesel(sql_type = Timestamptz)]
@@ -48,7 +52,7 @@ struct Row {
 }
 
 const COLUMNS: &str = "id, organization_id, grid_id, meter_id, kind, status, origin, priority, power_limit_w, \
-energy_wh, coalesced_requests, superseded_by, expires_at, history, created_at, updated_at";
+energy_wh, coalesced_requests, superseded_by, expires_at, commissioning_id, retry_of, history, created_at, updated_at";
 
 fn text_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(v.to_owned())).map_err(|_| {
@@ -75,6 +79,8 @@ impl TryFrom<Row> for InteractionView {
             coalesced_requests: r.coalesced_requests,
             superseded_by: r.superseded_by.map(InteractionId),
             expires_at: r.expires_at,
+            commissioning_id: r.commissioning_id.map(meters::CommissioningId),
+            retry_of: r.retry_of.map(InteractionId),
             history: serde_json::from_value(r.history).unwrap_or_default(),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -106,6 +112,8 @@ impl InteractionQueries for Db {
                 AND ($6::timestamptz IS NULL OR created_at >= $6)
                 AND ($7::timestamptz IS NULL OR created_at < $7)
                 AND ($8::bigint IS NULL OR id > $8)
+                AND ($10::bigint IS NULL OR id IN (
+                    SELECT interaction_id FROM batch_interactions WHERE batch_execution_id = $10))
               ORDER BY id LIMIT $9"
         );
         let mut conn = self.conn().await?;
@@ -119,6 +127,7 @@ impl InteractionQueries for Db {
             .bind::<Nullable<Timestamptz>, _>(f.created_before)
             .bind::<Nullable<BigInt>, _>(page.after_id)
             .bind::<BigInt, _>(page.fetch_limit())
+            .bind::<Nullable<BigInt>, _>(f.batch_execution_id.map(|b| b.get()))
             .load(&mut conn)
             .await
             .map_err(StoreError::from)?;

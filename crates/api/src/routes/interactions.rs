@@ -24,6 +24,8 @@ pub struct ListQuery {
     pub kind: Option<InteractionType>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Only the interactions this directive batch execution created or joined.
+    pub batch_execution_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
@@ -105,6 +107,7 @@ pub async fn list(
         kind: q.kind,
         created_after: q.created_after,
         created_before: q.created_before,
+        batch_execution_id: q.batch_execution_id.map(meters::BatchExecutionId),
     };
     Ok(HttpResponse::Ok().json(Paged::from(
         state.services.commands.list(&caller, filter, page).await?,
