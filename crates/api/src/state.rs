@@ -66,4 +66,6 @@ pub struct AppState {
     pub devices: Option<Arc<dyn meters::DeviceRegistry>>,
     /// The LoRaWAN network server's downlink queue; `None` when none is configured.
     pub downlinks: Option<Arc<dyn meters::DownlinkQueue>>,
+    /// Delivery status of interactions.
+    pub deliveries: meters::DeliveryStatusService,
 }

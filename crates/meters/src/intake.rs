@@ -74,9 +74,10 @@ impl IntakeRequest {
         );
         match self.kind {
             T::SetPowerLimit => v.check(
-                self.power_limit_w.is_some_and(|w| w > 0),
+                // 0 W removes the limit (a meter on full service).
+                self.power_limit_w.is_some_and(|w| w >= 0),
                 "power_limit_w",
-                "SET_POWER_LIMIT needs a power limit above 0 W",
+                "SET_POWER_LIMIT needs a power limit of 0 W (no limit) or more",
             ),
             _ => v.check(
                 self.power_limit_w.is_none(),
@@ -772,8 +773,10 @@ mod tests {
     fn validation_rejects_missing_and_stray_arguments() {
         let mut r = req(T::SetPowerLimit);
         assert!(r.validate().is_err());
-        r.power_limit_w = Some(0);
+        r.power_limit_w = Some(-1);
         assert!(r.validate().is_err());
+        r.power_limit_w = Some(0);
+        r.validate().unwrap();
         r.power_limit_w = Some(200);
         r.validate().unwrap();
 
