@@ -1,7 +1,8 @@
 ALTER TABLE meters
-    DROP COLUMN IF EXISTS manual_mode,
     DROP COLUMN commissioned_at,
     DROP COLUMN last_install_session_id;
+-- 0 W (no limit) cannot be stored before this migration.
+UPDATE meter_interactions SET power_limit_w = NULL WHERE power_limit_w = 0;
 ALTER TABLE meter_interactions DROP CONSTRAINT meter_interactions_power_limit_w_check;
 ALTER TABLE meter_interactions ADD CONSTRAINT meter_interactions_power_limit_w_check
     CHECK (power_limit_w > 0);

@@ -58,7 +58,9 @@ ALTER TABLE meter_interactions ADD CONSTRAINT meter_interactions_power_limit_w_c
 ALTER TABLE meters
     ADD COLUMN last_install_session_id bigint REFERENCES install_sessions (id),
     -- Set when the meter's latest commissioning succeeded; cleared by uninstall and by a new
-    -- commissioning. Batches and the reconciler act only on commissioned meters.
-    ADD COLUMN commissioned_at timestamptz,
-    -- An operator drives the meter by hand: batches and the reconciler leave it alone.
-    ADD COLUMN IF NOT EXISTS manual_mode boolean NOT NULL DEFAULT false;
+    -- commissioning. Batches and the reconciler act only on commissioned meters (and leave
+    -- `manual_mode` meters alone; that column comes with directive batches, 000008).
+    ADD COLUMN commissioned_at timestamptz;
+-- Meters placed before commissioning was recorded keep working with batches and the reconciler.
+UPDATE meters SET commissioned_at = COALESCE(assigned_at, now())
+ WHERE connection_id IS NOT NULL AND deleted_at IS NULL;
