@@ -210,6 +210,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         .transpose()
         .context("ChirpStack API client")?
         .map(Arc::new);
+    let deliveries = meters::DeliveryStatusService::new(Arc::new(db.clone()));
     let live = Arc::new(AtomicU8::new(LIVE_NOT_STARTED));
     let health = Arc::new(Health {
         db: db.clone(),
@@ -228,6 +229,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             hub: api::ws::Hub::default(),
             inbox,
             idempotency,
+            deliveries,
             devices: network
                 .clone()
                 .map(|n| n as Arc<dyn meters::DeviceRegistry>),

@@ -922,3 +922,69 @@ mod tests {
         }
     }
 }
+
+/// Where an interaction's delivery stands (`GET /interactions/{id}/delivery`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DeliveryStatus {
+    pub interaction_id: InteractionId,
+    pub status: InteractionStatus,
+    /// On the wire: which stage, until when.
+    pub stage: Option<DeliveryStage>,
+    pub stage_deadline: Option<DateTime<Utc>>,
+    /// Waiting for a retry (or the next phase) until then.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Downlinks sent (every phase and retry).
+    pub attempts: i32,
+    pub retries: i32,
+    pub phase: Option<Phase>,
+    /// The network server's id for the downlink on the wire.
+    pub queue_item_id: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When the device acknowledged the downlink on the wire.
+    pub acked_at: Option<DateTime<Utc>>,
+    /// VERIFYING: the read that decides it.
+    pub verified_by: Option<InteractionId>,
+    /// What the meter answered, once successful.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Delivery and status history, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The delivery read model.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DeliveryQueries: Send + Sync {
+    async fn delivery_status(
+        &self,
+        scope: kernel::TenantScope,
+        id: InteractionId,
+    ) -> Result<Option<DeliveryStatus>, DomainError>;
+}
+
+/// Reads delivery status with the caller's permissions and tenancy.
+#[derive(Clone)]
+pub struct DeliveryStatusService {
+    queries: Arc<dyn DeliveryQueries>,
+}
+
+impl DeliveryStatusService {
+    pub fn new(queries: Arc<dyn DeliveryQueries>) -> Self {
+        Self { queries }
+    }
+
+    pub async fn get(
+        &self,
+        who: &kernel::Principal,
+        id: InteractionId,
+    ) -> Result<DeliveryStatus, DomainError> {
+        who.require(kernel::Permission::MeterRead)?;
+        if who.kind != kernel::AccountKind::Member {
+            return Err(DomainError::NotFound("interaction"));
+        }
+        self.queries
+            .delivery_status(who.scope(), id)
+            .await?
+            .ok_or(DomainError::NotFound("interaction"))
+    }
+}

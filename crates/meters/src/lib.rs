@@ -91,8 +91,9 @@ pub use commissioning::{
 #[cfg(any(test, feature = "mocks"))]
 pub use delivery::MockDeliveryRepo;
 pub use delivery::{
-    AnswerTo, Completion, Delivery, DeliveryRepo, DeliveryService, DeliveryStage, DeliveryTimings,
-    DeviceProtocol, DeviceReply, FailurePlan, PassReport, Phase, ReplyOutcome, first_phase,
+    AnswerTo, Completion, Delivery, DeliveryQueries, DeliveryRepo, DeliveryService, DeliveryStage,
+    DeliveryStatus, DeliveryStatusService, DeliveryTimings, DeviceProtocol, DeviceReply,
+    FailurePlan, PassReport, Phase, ReplyOutcome, first_phase,
 };
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,

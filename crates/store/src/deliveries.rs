@@ -716,3 +716,82 @@ async fn verification_read(
     announce(c, &row, Operation::Create).await?;
     Ok(row.id)
 }
+
+#[async_trait]
+impl meters::DeliveryQueries for Db {
+    async fn delivery_status(
+        &self,
+        scope: kernel::TenantScope,
+        id: InteractionId,
+    ) -> Result<Option<meters::DeliveryStatus>, DomainError> {
+        #[derive(QueryableByName)]
+        struct S {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Text)]
+            status: String,
+            #[diesel(sql_type = Nullable<Text>)]
+            delivery_stage: Option<String>,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            stage_deadline: Option<DateTime<Utc>>,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            send_after: Option<DateTime<Utc>>,
+            #[diesel(sql_type = Integer)]
+            attempts: i32,
+            #[diesel(sql_type = Integer)]
+            retries: i32,
+            #[diesel(sql_type = Nullable<Text>)]
+            phase: Option<String>,
+            #[diesel(sql_type = Nullable<Text>)]
+            queue_item_id: Option<String>,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            sent_at: Option<DateTime<Utc>>,
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            acked_at: Option<DateTime<Utc>>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            verified_by: Option<i64>,
+            #[diesel(sql_type = Nullable<Jsonb>)]
+            result: Option<serde_json::Value>,
+            #[diesel(sql_type = Jsonb)]
+            history: serde_json::Value,
+        }
+        let org = match scope {
+            kernel::TenantScope::All => None,
+            kernel::TenantScope::One(o) => Some(o.get()),
+        };
+        let mut conn = self.conn().await?;
+        let rows: Vec<S> = sql_query(
+            "SELECT id, status, delivery_stage, stage_deadline, send_after, attempts, retries, \
+             phase, queue_item_id, sent_at, acked_at, verified_by, result, history \
+             FROM meter_interactions WHERE id = $1 AND ($2::bigint IS NULL OR organization_id = $2)",
+        )
+        .bind::<BigInt, _>(id.get())
+        .bind::<Nullable<BigInt>, _>(org)
+        .load(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(r) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let status = parse_status(&r.status)?;
+        Ok(Some(meters::DeliveryStatus {
+            interaction_id: InteractionId(r.id),
+            status,
+            stage: r.delivery_stage.as_deref().and_then(DeliveryStage::parse),
+            stage_deadline: r.stage_deadline,
+            next_attempt_at: r
+                .send_after
+                .filter(|_| status == InteractionStatus::Processing),
+            attempts: r.attempts,
+            retries: r.retries,
+            phase: r.phase.as_deref().and_then(Phase::parse),
+            queue_item_id: r.queue_item_id,
+            sent_at: r.sent_at,
+            acked_at: r.acked_at,
+            verified_by: r.verified_by.map(InteractionId),
+            result: r.result,
+            history: serde_json::from_value(r.history)
+                .map_err(|e| StoreError::from(corrupt("history", &e.to_string())))?,
+        }))
+    }
+}

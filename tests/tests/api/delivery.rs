@@ -335,6 +335,11 @@ async fn a_command_goes_out_once_and_succeeds_on_the_meters_answer() {
     assert_eq!(cmd, calin::Command::TurnOff);
     let row = interaction(&app, &s.manager, id).await;
     assert_eq!(row["status"], "PROCESSING");
+    let status = app
+        .get(&format!("/api/v1/interactions/{id}/delivery"), &s.manager)
+        .await;
+    assert_eq!(status.body["stage"], "DELIVERED_TO_NS", "{:?}", status.body);
+    assert_eq!(status.body["queue_item_id"], queue_item.as_str());
     // Nothing else is due: the row is on the wire.
     assert_eq!(d.send_due(10).await.unwrap().sent, 0);
 
@@ -395,6 +400,29 @@ async fn a_lost_acknowledgement_is_verified_by_a_read_not_a_second_write() {
     assert_eq!(d.reap(100).await.unwrap(), 1);
     let row = interaction(&app, &s.manager, id).await;
     assert_eq!(row["status"], "VERIFYING", "{row:?}");
+    let status = app
+        .get(&format!("/api/v1/interactions/{id}/delivery"), &s.manager)
+        .await;
+    assert_eq!(status.status, StatusCode::OK, "{:?}", status.body);
+    assert_eq!(status.body["status"], "VERIFYING");
+    assert_eq!(status.body["attempts"], 1);
+    assert!(status.body["verified_by"].is_i64(), "{:?}", status.body);
+    assert!(status.body["stage"].is_null());
+    assert_eq!(status.body["history"][0]["code"], "timeout");
+    assert_eq!(
+        app.get(&format!("/api/v1/interactions/{id}/delivery"), &As::Nobody)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let stranger = app.organization("Stranger").await;
+    let (_, outsider) = app.member(stranger, "ADMIN").await;
+    assert_eq!(
+        app.get(&format!("/api/v1/interactions/{id}/delivery"), &outsider)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 
     // The next downlink is a read, not the command again.
     assert_eq!(d.send_due(10).await.unwrap().sent, 1);

@@ -45,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(create)
         .service(list)
         .service(get_one)
+        .service(delivery)
         .service(cancel);
 }
 
@@ -137,6 +138,21 @@ pub async fn cancel(caller: Caller, state: State, id: web::Path<i64>) -> ApiResu
             .services
             .commands
             .cancel(&caller, InteractionId(*id))
+            .await?,
+    ))
+}
+
+/// Where the interaction's delivery stands: the stage on the wire and its deadline, attempts and
+/// retries, the next attempt, the network server's queue item, the verification read, the
+/// meter's answer and the history. Needs `meter_read`.
+#[utoipa::path(get, path = "/api/v1/interactions/{id}/delivery", tag = "commands",
+    responses((status = 200, body = meters::DeliveryStatus), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[get("/interactions/{id}/delivery")]
+pub async fn delivery(caller: Caller, state: State, id: web::Path<i64>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .deliveries
+            .get(&caller, InteractionId(id.into_inner()))
             .await?,
     ))
 }
