@@ -8,18 +8,20 @@ set positional-arguments := true
 
 # The release binary (honours CARGO_TARGET_DIR).
 bin := env("CARGO_TARGET_DIR", "target") / "release" / "tiamat"
+sim_bin := env("CARGO_TARGET_DIR", "target") / "release" / "meter-sim"
 
 # List the recipes.
 default:
     @"{{ just_executable() }}" --justfile "{{ justfile() }}" --list
 
 # Build and start the API with a demo organization, grid and API key (local PostgreSQL if needed).
-run: _dev-jwt-secret
+# Without TIAMAT_CHIRPSTACK_API_URL, meter-sim stands in for ChirpStack and the meters.
+run: _dev-jwt-secret _dev-chirpstack-secret
     #!/usr/bin/env bash
     set -euo pipefail
     DB=$(bash scripts/db.sh url)
     bash scripts/deps.sh
-    cargo build --release -p tiamat
+    cargo build --release -p tiamat -p meter-sim
     export TIAMAT_DATABASE_URL="$DB"
     dev_secret=""
     if [ -z "${TIAMAT_JWT_SECRET:-}" ] && [ -z "${TIAMAT_JWKS_URL:-}" ]; then
@@ -54,6 +56,36 @@ run: _dev-jwt-secret
     port="${listen##*:}"
     case "$host" in "" | 0.0.0.0 | "[::]" | "::") host=127.0.0.1 ;; esac
     base="http://$host:$port"
+
+    # No ChirpStack configured: meter-sim serves its gRPC API and posts its events to this tiamat,
+    # and stops when tiamat does. Secrets go to it through the environment, not the command line.
+    sim_pid=""
+    if [ -z "${TIAMAT_CHIRPSTACK_API_URL:-}" ]; then
+        if [ -z "${TIAMAT_CHIRPSTACK_WEBHOOK_SECRET:-}" ]; then
+            TIAMAT_CHIRPSTACK_WEBHOOK_SECRET=$(cat .data/dev-chirpstack-webhook-secret)
+            export TIAMAT_CHIRPSTACK_WEBHOOK_SECRET
+        fi
+        sim_listen="${METER_SIM_GRPC_LISTEN:-127.0.0.1:8091}"
+        sim_token=$(cat .data/dev-chirpstack-api-token)
+        export TIAMAT_CHIRPSTACK_API_URL="http://$sim_listen"
+        export TIAMAT_CHIRPSTACK_API_TOKEN="$sim_token"
+        export TIAMAT_CHIRPSTACK_APPLICATION_ID="00000000-0000-4000-8000-0000000000a1"
+        export TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID="00000000-0000-4000-8000-0000000000b1"
+        export TIAMAT_CHIRPSTACK_APP_KEY="000102030405060708090a0b0c0d0e0f"
+        METER_SIM_GRPC_LISTEN="$sim_listen" \
+            METER_SIM_WEBHOOK_URL="$base/api/v1/integrations/chirpstack/events" \
+            METER_SIM_WEBHOOK_SECRET="$TIAMAT_CHIRPSTACK_WEBHOOK_SECRET" \
+            METER_SIM_API_TOKEN="$sim_token" \
+            "{{ sim_bin }}" >.data/meter-sim.log 2>&1 &
+        sim_pid=$!
+        trap 'kill "$sim_pid" 2>/dev/null || true' EXIT
+        sleep 0.5
+        if ! kill -0 "$sim_pid" 2>/dev/null; then
+            echo "just run: meter-sim did not start (is $sim_listen in use? set METER_SIM_GRPC_LISTEN):" >&2
+            tail -n 5 .data/meter-sim.log >&2
+            exit 1
+        fi
+    fi
     echo
     echo "  tiamat is starting"
     echo "  ------------------"
@@ -66,9 +98,15 @@ run: _dev-jwt-secret
     if [ -n "$dev_secret" ]; then
         echo "  JWT:       dashboard tokens are HS256, signed with the dev secret in .data/dev-jwt-secret"
     fi
+    if [ -n "$sim_pid" ]; then
+        echo "  Meters:    simulated by meter-sim (ChirpStack gRPC on $sim_listen, log .data/meter-sim.log)"
+    fi
     echo "  Stop with Ctrl-C. PostgreSQL keeps running; stop it with: just db-stop"
     echo
-    exec "{{ bin }}" serve
+    if [ -z "$sim_pid" ]; then
+        exec "{{ bin }}" serve
+    fi
+    "{{ bin }}" serve
 
 # Run every test against a local PostgreSQL (extra arguments go to nextest or cargo test).
 test *args:
@@ -142,6 +180,21 @@ db-stop:
 # Open psql on the database.
 psql *args:
     bash scripts/db.sh psql "$@"
+
+# Create the development ChirpStack webhook secret and meter-sim API token once, for `just run`
+# without a ChirpStack.
+[private]
+_dev-chirpstack-secret:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -z "${TIAMAT_CHIRPSTACK_API_URL:-}" ] || exit 0
+    mkdir -p .data
+    umask 077
+    for f in dev-chirpstack-webhook-secret dev-chirpstack-api-token; do
+        [ -s ".data/$f" ] && continue
+        od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >".data/$f.tmp"
+        mv ".data/$f.tmp" ".data/$f"
+    done
 
 # Create .data/dev-jwt-secret once, when no JWT secret or JWKS URL is configured.
 [private]
