@@ -212,7 +212,7 @@ pub struct UninstallOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueCommissioning {
     pub id: CommissioningId,
-    /// The newest step change seen when it was claimed.
+    /// The newest step change (or the meter's last uplink) when it was claimed.
     pub steps_changed_at: Option<DateTime<Utc>>,
 }
 
@@ -268,8 +268,9 @@ pub trait InstallRepo: Send + Sync {
     async fn running(&self, meter: MeterId) -> Result<Option<CommissioningId>, DomainError>;
     /// Clears the meter's commissioned mark (uninstall).
     async fn decommission(&self, meter: MeterId) -> Result<(), DomainError>;
-    /// Leases up to `limit` unfinished commissionings whose steps changed since they were last
-    /// looked at (`FOR UPDATE SKIP LOCKED`: instances never take the same one).
+    /// Leases up to `limit` unfinished commissionings whose steps changed, or whose meter was
+    /// heard, since they were last looked at (`FOR UPDATE SKIP LOCKED`: instances never take
+    /// the same one).
     async fn claim_due(
         &self,
         limit: i64,
@@ -291,20 +292,31 @@ pub struct StepFacts {
     pub status: InteractionStatus,
     /// DEFERRED only because the previous step has not finished (not held by the gatekeeper).
     pub awaiting_previous: bool,
+    /// DEFERRED by the gatekeeper until the meter is heard, and it has been heard since.
+    pub heard_since_hold: bool,
 }
 
 impl StepFacts {
-    pub fn of(step: &CommissioningStep) -> Self {
+    /// `meter_last_seen_at`: when the meter was last heard (uplink, join, answer).
+    pub fn of(step: &CommissioningStep, meter_last_seen_at: Option<DateTime<Utc>>) -> Self {
+        let deferred = step.status == InteractionStatus::Deferred;
+        let awaiting_previous = deferred
+            && step
+                .last_event
+                .as_ref()
+                .and_then(|e| e.code.as_deref())
+                .is_some_and(|c| c == AWAITING_PREVIOUS_STEP);
+        // The gatekeeper defers commissioning steps only until the meter is heard.
+        let held_since = step.last_event.as_ref().map_or(step.updated_at, |e| e.at);
+        let heard_since_hold = deferred
+            && !awaiting_previous
+            && meter_last_seen_at.is_some_and(|seen| seen > held_since);
         Self {
             id: step.interaction_id,
             kind: step.kind,
             status: step.status,
-            awaiting_previous: step.status == InteractionStatus::Deferred
-                && step
-                    .last_event
-                    .as_ref()
-                    .and_then(|e| e.code.as_deref())
-                    .is_some_and(|c| c == AWAITING_PREVIOUS_STEP),
+            awaiting_previous,
+            heard_since_hold,
         }
     }
 }
@@ -317,7 +329,8 @@ pub enum Advance {
         /// PROCESSING once a step has reached the meter.
         status: CommissioningStatus,
     },
-    /// Release this DEFERRED step (DEFERRED → QUEUED).
+    /// Release this DEFERRED step (DEFERRED → QUEUED): its turn came, or the meter it waited
+    /// for was heard.
     Release {
         step: InteractionId,
         status: CommissioningStatus,
@@ -417,7 +430,7 @@ pub fn advance(current: CommissioningStatus, steps: &[StepFacts]) -> Advance {
             .find(|s| s.kind == *kind && matches!(state_of(s.status), StepState::Waiting))
     });
     match next {
-        Some(step) if step.awaiting_previous => Advance::Release {
+        Some(step) if step.awaiting_previous || step.heard_since_hold => Advance::Release {
             step: step.id,
             status,
         },
@@ -909,7 +922,12 @@ impl InstallService {
 
     async fn advance_one(&self, id: CommissioningId) -> Result<(), DomainError> {
         let c = self.commissioning_by_id(id).await?;
-        let facts: Vec<StepFacts> = c.steps.iter().map(StepFacts::of).collect();
+        let heard = self
+            .meters
+            .get(TenantScope::All, c.meter_id)
+            .await?
+            .and_then(|m| m.observed.last_seen_at);
+        let facts: Vec<StepFacts> = c.steps.iter().map(|s| StepFacts::of(s, heard)).collect();
         match advance(c.status, &facts) {
             Advance::Wait { status } => {
                 if status != c.status {
@@ -923,7 +941,7 @@ impl InstallService {
                 let entry = HistoryEntry {
                     at: self.clock.now(),
                     status: InteractionStatus::Deferred,
-                    reason: "released: the previous commissioning step succeeded".into(),
+                    reason: "released: its turn came, or the meter it waited for was heard".into(),
                     code: Some("commissioning_step_released".into()),
                     is_final: false,
                 };
@@ -976,6 +994,7 @@ mod tests {
                 kind,
                 status,
                 awaiting_previous: status == S::Deferred,
+                heard_since_hold: false,
             })
             .collect()
     }
@@ -1113,10 +1132,19 @@ mod tests {
     }
 
     #[test]
-    fn a_gatekeeper_hold_is_not_released_by_the_sequence() {
+    fn a_gatekeeper_hold_is_released_when_the_meter_is_heard_not_by_the_sequence() {
         let mut s = steps([S::Deferred; 5]);
         s[0].awaiting_previous = false;
         assert_eq!(advance(P, &s), Advance::Wait { status: P });
+        s[0].heard_since_hold = true;
+        assert_eq!(
+            advance(P, &s),
+            Advance::Release {
+                step: InteractionId(1),
+                status: P
+            }
+        );
+        s[0].heard_since_hold = false;
         s[0].awaiting_previous = true;
         assert_eq!(
             advance(P, &s),
@@ -1125,6 +1153,38 @@ mod tests {
                 status: P
             }
         );
+    }
+
+    #[test]
+    fn step_facts_tell_a_turn_from_a_gatekeeper_hold() {
+        use chrono::TimeZone;
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+        let step = |code: &str| CommissioningStep {
+            interaction_id: InteractionId(1),
+            kind: T::ClearTamper,
+            status: S::Deferred,
+            last_event: Some(HistoryEntry {
+                at,
+                status: S::Deferred,
+                reason: "held".into(),
+                code: Some(code.into()),
+                is_final: false,
+            }),
+            updated_at: at,
+        };
+        let turn = StepFacts::of(&step(AWAITING_PREVIOUS_STEP), None);
+        assert!(turn.awaiting_previous && !turn.heard_since_hold);
+        let silent = step("meter_silent");
+        let before = StepFacts::of(&silent, Some(at - Duration::minutes(1)));
+        assert!(!before.awaiting_previous && !before.heard_since_hold);
+        let after = StepFacts::of(&silent, Some(at + Duration::seconds(1)));
+        assert!(after.heard_since_hold);
+        let queued = CommissioningStep {
+            status: S::Queued,
+            ..silent
+        };
+        let q = StepFacts::of(&queued, Some(at + Duration::hours(1)));
+        assert!(!q.awaiting_previous && !q.heard_since_hold);
     }
 
     #[test]

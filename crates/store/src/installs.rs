@@ -406,14 +406,19 @@ impl Db {
         let mut conn = self.conn().await?;
         let rows: Vec<Due> = diesel::sql_query(
             "WITH due AS (
-                 SELECT c.id, (SELECT max(i.updated_at) FROM meter_interactions i
-                                WHERE i.commissioning_id = c.id) AS changed_at
+                 -- A step changed, or the meter was heard (a step may wait for that).
+                 SELECT c.id, GREATEST((SELECT max(i.updated_at) FROM meter_interactions i
+                                         WHERE i.commissioning_id = c.id),
+                                       m.last_seen_at) AS changed_at
                    FROM meter_commissionings c
+                   JOIN meters m ON m.id = c.meter_id
                   WHERE c.status IN ('PENDING', 'PROCESSING')
                     AND (c.lease_until IS NULL OR c.lease_until < now())
-                    AND (c.steps_seen_at IS NULL OR EXISTS (
-                         SELECT 1 FROM meter_interactions i
-                          WHERE i.commissioning_id = c.id AND i.updated_at > c.steps_seen_at))
+                    AND (c.steps_seen_at IS NULL
+                         OR m.last_seen_at > c.steps_seen_at
+                         OR EXISTS (SELECT 1 FROM meter_interactions i
+                                     WHERE i.commissioning_id = c.id
+                                       AND i.updated_at > c.steps_seen_at))
                   ORDER BY c.id
                   LIMIT $1
                   FOR UPDATE OF c SKIP LOCKED)

@@ -639,3 +639,88 @@ async fn uninstall_removes_the_device_aborts_work_and_unassigns() {
         .await;
     assert_eq!(c.body["status"], "FAILED");
 }
+
+#[actix_web::test]
+async fn a_step_held_for_a_silent_meter_goes_out_once_the_meter_is_heard() {
+    let sts = sts().await;
+    let app = app_with(Some(&sts), Some(Arc::new(FakeRegistry::default()))).await;
+    let s = site(&app, "A").await;
+    let key = app.key(s.org, "SERVICE").await;
+    let heard = |at: chrono::DateTime<chrono::Utc>| json!({"states": [{"id": s.meter, "last_seen_at": at.to_rfc3339()}]});
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    app.put("/api/v1/meters/state", &key, heard(two_hours_ago))
+        .await;
+    let r = app
+        .post(
+            &format!("/api/v1/meters/{}/install", s.meter),
+            &s.tech,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["commissioning"]["id"].as_i64().unwrap();
+    let first = &r.body["commissioning"]["steps"][0];
+    assert_eq!(first["status"], "DEFERRED");
+    assert_eq!(first["last_event"]["code"], "meter_silent");
+    advance(&app).await;
+    let c = app
+        .get(&format!("/api/v1/commissionings/{id}"), &s.manager)
+        .await;
+    assert_eq!(
+        statuses(&c.body),
+        ["DEFERRED"; 5],
+        "still silent: nothing moves"
+    );
+
+    app.put("/api/v1/meters/state", &key, heard(chrono::Utc::now()))
+        .await;
+    assert_eq!(advance(&app).await, 1);
+    let c = app
+        .get(&format!("/api/v1/commissionings/{id}"), &s.manager)
+        .await;
+    assert_eq!(
+        statuses(&c.body),
+        ["QUEUED", "DEFERRED", "DEFERRED", "DEFERRED", "DEFERRED"],
+        "heard: the first step goes out, the rest keep waiting their turn"
+    );
+}
+
+#[actix_web::test]
+async fn two_runners_never_take_the_same_commissioning() {
+    let sts = sts().await;
+    let app = app_with(Some(&sts), Some(Arc::new(FakeRegistry::default()))).await;
+    let mut first_steps = Vec::new();
+    for name in ["A", "B", "C"] {
+        let s = site(&app, name).await;
+        let r = app
+            .post(
+                &format!("/api/v1/meters/{}/install", s.meter),
+                &s.tech,
+                json!({}),
+            )
+            .await;
+        first_steps.push(step_id(&r.body["commissioning"], 0));
+    }
+    // The first pass sees every new commissioning once.
+    advance(&app).await;
+    for id in &first_steps {
+        drive(&app, *id, &SUCCEED).await;
+    }
+    // A second instance on the same database.
+    let other = app.serve().await;
+    let (a, b) = tokio::join!(
+        tiamat::commissioning_worker::run_once(&app.app.state.services.installs),
+        tiamat::commissioning_worker::run_once(&other.app.state.services.installs),
+    );
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        3,
+        "each commissioning advanced exactly once"
+    );
+    assert_eq!(
+        advance(&app).await,
+        3,
+        "the released steps are the next changes"
+    );
+    assert_eq!(advance(&app).await, 0);
+}
