@@ -60,6 +60,11 @@ pub struct Meter {
     pub pole_id: Option<PoleId>,
     pub dcu_id: Option<DcuId>,
     pub assigned_at: Option<DateTime<Utc>>,
+    /// When its latest commissioning succeeded; `null` while uncommissioned (batches and the
+    /// reconciler act only on commissioned meters).
+    pub commissioned_at: Option<DateTime<Utc>>,
+    /// Driven by hand: batches and the reconciler leave it alone.
+    pub manual_mode: bool,
     pub observed: ObservedState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -91,6 +96,7 @@ pub struct MeterChanges {
     pub nickname: Option<Option<String>>,
     pub is_cabin_meter: Option<bool>,
     pub hps_mode_power_limit_w: Option<i32>,
+    pub manual_mode: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -309,7 +315,12 @@ impl MeterService {
             lorawan_dev_eui: changes.lorawan_dev_eui.map(|e| e.map(|e| e.to_lowercase())),
             ..changes
         };
-        let audit = AuditDraft::by(who, "meter.updated", json!({}));
+        // Taking a meter into or out of manual mode changes what automation does to it.
+        let details = match changes.manual_mode {
+            Some(manual_mode) => json!({ "manual_mode": manual_mode }),
+            None => json!({}),
+        };
+        let audit = AuditDraft::by(who, "meter.updated", details);
         self.repo
             .update(who.scope(), id, changes, audit)
             .await?

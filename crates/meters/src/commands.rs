@@ -706,6 +706,8 @@ mod tests {
             pole_id: None,
             dcu_id: Some(DcuId(3)),
             assigned_at: None,
+            commissioned_at: None,
+            manual_mode: false,
             observed: ObservedState {
                 last_seen_at: Some(now() - chrono::Duration::minutes(5)),
                 ..Default::default()

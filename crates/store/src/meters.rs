@@ -50,6 +50,8 @@ struct MeterRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     lorawan_dev_eui: Option<String>,
+    commissioned_at: Option<DateTime<Utc>>,
+    manual_mode: bool,
     #[diesel(select_expression = me::decoder_key.is_not_null())]
     #[diesel(select_expression_type = diesel::dsl::IsNotNull<me::decoder_key>)]
     has_decoder_key: bool,
@@ -89,6 +91,8 @@ fn to_meter((r, customer_id, customer_name): Joined) -> Result<Meter> {
         pole_id: r.pole_id.map(PoleId),
         dcu_id: r.dcu_id.map(DcuId),
         assigned_at: r.assigned_at,
+        commissioned_at: r.commissioned_at,
+        manual_mode: r.manual_mode,
         observed: ObservedState {
             is_on: r.is_on,
             credit_wh: r.credit_wh,
@@ -202,6 +206,7 @@ struct MeterRowChanges {
     nickname: Option<Option<String>>,
     is_cabin_meter: Option<bool>,
     hps_mode_power_limit_w: Option<i32>,
+    manual_mode: Option<bool>,
     updated_at: DateTime<Utc>,
 }
 
@@ -381,6 +386,7 @@ impl Db {
                     nickname: clearable(ch.nickname),
                     is_cabin_meter: ch.is_cabin_meter,
                     hps_mode_power_limit_w: ch.hps_mode_power_limit_w,
+                    manual_mode: ch.manual_mode,
                     updated_at: Utc::now(),
                 })
                 .execute(c)

@@ -299,6 +299,28 @@ async fn install_registers_the_device_and_commissions_step_by_step() {
     assert_eq!(c["status"], "SUCCESSFUL");
     assert!(c["finished_at"].is_string());
     assert!(commissioned_at_is_set(&app, s.meter).await);
+    let meter = app
+        .get(&format!("/api/v1/meters/{}", s.meter), &s.manager)
+        .await;
+    assert!(meter.body["commissioned_at"].is_string(), "{}", meter.body);
+    assert_eq!(meter.body["manual_mode"], false);
+    let manual = app
+        .patch(
+            &format!("/api/v1/meters/{}", s.meter),
+            &s.manager,
+            json!({"manual_mode": true}),
+        )
+        .await;
+    assert_eq!(manual.status, StatusCode::OK, "{:?}", manual.body);
+    assert_eq!(manual.body["manual_mode"], true);
+    let r = app
+        .patch(
+            &format!("/api/v1/meters/{}", s.meter),
+            &s.manager,
+            json!({"manual_mode": "yes"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(advance(&app).await, 0, "nothing changed, nothing to do");
 
     let list = app
@@ -603,6 +625,7 @@ async fn uninstall_removes_the_device_aborts_work_and_unassigns() {
     );
     assert_eq!(r.body["meter"]["connection_id"], Value::Null);
     assert_eq!(r.body["meter"]["grid_id"], Value::Null);
+    assert_eq!(r.body["meter"]["commissioned_at"], Value::Null);
     assert_eq!(
         r.body["aborted_interactions"].as_array().unwrap().len(),
         6,

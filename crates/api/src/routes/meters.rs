@@ -77,6 +77,8 @@ pub struct UpdateMeter {
     pub nickname: Option<Option<String>>,
     pub is_cabin_meter: Option<bool>,
     pub hps_mode_power_limit_w: Option<i32>,
+    /// `true`: batches and the reconciler leave the meter alone (operators drive it by hand).
+    pub manual_mode: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -220,6 +222,7 @@ pub async fn update(
         nickname: b.nickname,
         is_cabin_meter: b.is_cabin_meter,
         hps_mode_power_limit_w: b.hps_mode_power_limit_w,
+        manual_mode: b.manual_mode,
     };
     Ok(HttpResponse::Ok().json(
         state
