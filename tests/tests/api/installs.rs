@@ -747,3 +747,25 @@ async fn two_runners_never_take_the_same_commissioning() {
     );
     assert_eq!(advance(&app).await, 0);
 }
+
+#[actix_web::test]
+async fn the_openapi_document_lists_install_and_token_routes() {
+    let app = TestApp::start().await;
+    let doc = app.get("/api/v1/openapi.json", &As::Nobody).await;
+    let paths = doc.body["paths"].as_object().unwrap();
+    for (p, verb) in [
+        ("/api/v1/meters/{id}/install", "post"),
+        ("/api/v1/meters/{id}/uninstall", "post"),
+        ("/api/v1/meters/{id}/commissionings", "get"),
+        ("/api/v1/commissionings/{id}", "get"),
+        ("/api/v1/commissionings/{id}/retry", "post"),
+        ("/api/v1/meters/{id}/tokens", "post"),
+        ("/api/v1/meters/offline-clear-tamper-tokens", "post"),
+        ("/api/v1/interactions/{id}/retry", "post"),
+    ] {
+        assert!(
+            paths.get(p).and_then(|o| o.get(verb)).is_some(),
+            "{verb} {p}"
+        );
+    }
+}
