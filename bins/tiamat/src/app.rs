@@ -307,7 +307,7 @@ impl App {
     pub fn delivery(&self, timings: meters::DeliveryTimings) -> Option<meters::DeliveryService> {
         let queue = self.state.downlinks.clone()?;
         let jitter: Arc<std::sync::Mutex<dyn meters::Jitter + Send>> =
-            Arc::new(std::sync::Mutex::new(|| rand::random::<f64>()));
+            Arc::new(std::sync::Mutex::new(rand::random::<f64>));
         Some(
             meters::DeliveryService::new(
                 Arc::new(self.db.clone()),

@@ -284,6 +284,36 @@ fn chirpstack_api_settings(
     })
 }
 
+/// `TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS` (per grid, default 2000),
+/// `TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS` (default 900), `TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS`
+/// (default 12).
+fn delivery_timings(
+    var: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) -> meters::DeliveryTimings {
+    let mut t = meters::DeliveryTimings::default();
+    let mut number = |name: &str, min: i64, max: i64| -> Option<i64> {
+        let v = var(name)?;
+        match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                errors.push(format!("{name} must be a whole number from {min} to {max}"));
+                None
+            }
+        }
+    };
+    if let Some(ms) = number("TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS", 0, 600_000) {
+        t.pacing = chrono::Duration::milliseconds(ms);
+    }
+    if let Some(s) = number("TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS", 1, 86_400) {
+        t.transmit_timeout = chrono::Duration::seconds(s);
+    }
+    if let Some(s) = number("TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS", 1, 3_600) {
+        t.reply_timeout = chrono::Duration::seconds(s);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,34 +433,4 @@ mod tests {
             "{dbg}"
         );
     }
-}
-
-/// `TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS` (per grid, default 2000),
-/// `TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS` (default 900), `TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS`
-/// (default 12).
-fn delivery_timings(
-    var: &impl Fn(&str) -> Option<String>,
-    errors: &mut Vec<String>,
-) -> meters::DeliveryTimings {
-    let mut t = meters::DeliveryTimings::default();
-    let mut number = |name: &str, min: i64, max: i64| -> Option<i64> {
-        let v = var(name)?;
-        match v.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                errors.push(format!("{name} must be a whole number from {min} to {max}"));
-                None
-            }
-        }
-    };
-    if let Some(ms) = number("TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS", 0, 600_000) {
-        t.pacing = chrono::Duration::milliseconds(ms);
-    }
-    if let Some(s) = number("TIAMAT_DOWNLINK_TRANSMIT_TIMEOUT_SECS", 1, 86_400) {
-        t.transmit_timeout = chrono::Duration::seconds(s);
-    }
-    if let Some(s) = number("TIAMAT_DOWNLINK_REPLY_TIMEOUT_SECS", 1, 3_600) {
-        t.reply_timeout = chrono::Duration::seconds(s);
-    }
-    t
 }

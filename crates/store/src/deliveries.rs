@@ -639,7 +639,7 @@ impl DeliveryRepo for Db {
                 .and_then(|v| v.get("observations").cloned())
                 .map(serde_json::from_value::<Vec<AttributeValue>>)
                 .transpose()
-                .map_err(|e| StoreError::from(corrupt("read result", &e.to_string())))?
+                .map_err(|e| corrupt("read result", &e.to_string()))?
                 .unwrap_or_default();
             out.push((cmd, parse_status(&r.read_status)?, observations));
         }
@@ -791,7 +791,7 @@ impl meters::DeliveryQueries for Db {
             verified_by: r.verified_by.map(InteractionId),
             result: r.result,
             history: serde_json::from_value(r.history)
-                .map_err(|e| StoreError::from(corrupt("history", &e.to_string())))?,
+                .map_err(|e| corrupt("history", &e.to_string()))?,
         }))
     }
 }

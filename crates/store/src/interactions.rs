@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::Jsonb;
@@ -500,7 +501,8 @@ impl ShadowRepo for Db {
                 .await
                 .optional()?
                 .ok_or(StoreError::Domain(DomainError::NotFound("meter")))?;
-            save_shadow(c, organization, &shadow, loaded_version).await
+            save_shadow(c, organization, &shadow, loaded_version).await?;
+            observe(c, &shadow).await
         })
         .await?;
         Ok(())
@@ -513,12 +515,13 @@ impl ShadowRepo for Db {
         limit: i64,
     ) -> Result<Vec<MeterShadow>, DomainError> {
         let mut conn = self.conn().await?;
-        // Placed on the grid and not deleted counts as commissioned until commissioning and
-        // manual mode are stored.
+        // Only commissioned meters that operators have not taken into manual mode.
         let rows: Vec<(serde_json::Value, i64)> = ms::table
             .inner_join(me::table.on(me::id.eq(ms::meter_id)))
             .filter(me::grid_id.eq(grid.get()))
             .filter(me::deleted_at.is_null())
+            .filter(me::commissioned_at.is_not_null())
+            .filter(me::manual_mode.eq(false))
             .filter(ms::drifted.eq(true))
             .filter(ms::meter_id.gt(after.map_or(0, MeterId::get)))
             .order(ms::meter_id.asc())
@@ -532,4 +535,71 @@ impl ShadowRepo for Db {
             .map(|(s, v)| to_shadow(s, v))
             .collect::<StoreResult<Vec<_>>>()?)
     }
+}
+
+/// Copies the shadow's reported state onto the meter's observed columns (what lists and
+/// dashboards show) and announces a `meter` event when any of them changed.
+async fn observe(c: &mut AsyncPgConnection, shadow: &MeterShadow) -> StoreResult<()> {
+    use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable};
+    use meters::{Attribute, RelayState};
+    #[derive(QueryableByName)]
+    struct Changed {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        grid_id: Option<i64>,
+    }
+    let reported = |a: Attribute| shadow.reported(a).map(|r| &r.value);
+    let is_on = match reported(Attribute::Relay) {
+        Some(AttributeValue::Relay(r)) => Some(*r == RelayState::On),
+        _ => None,
+    };
+    let credit = match reported(Attribute::Credit) {
+        Some(AttributeValue::Credit(wh)) => Some(*wh),
+        _ => None,
+    };
+    let power = match reported(Attribute::Power) {
+        Some(AttributeValue::Power(w)) => Some(*w),
+        _ => None,
+    };
+    let voltage = match reported(Attribute::Voltage) {
+        Some(AttributeValue::Voltage(v)) => Some(*v),
+        _ => None,
+    };
+    let limit = match reported(Attribute::PowerLimit) {
+        Some(AttributeValue::PowerLimit(w)) => Some(*w),
+        _ => None,
+    };
+    // Unknown values keep what the meter row had (a state report may have set them).
+    let changed: Vec<Changed> = diesel::sql_query(
+        "UPDATE meters SET is_on = COALESCE($2, is_on), credit_wh = COALESCE($3, credit_wh), \
+         power_w = COALESCE($4, power_w), voltage_v = COALESCE($5, voltage_v), \
+         power_limit_w = COALESCE($6, power_limit_w), observed_at = now(), updated_at = now() \
+         WHERE id = $1 AND (is_on, credit_wh, power_w, voltage_v, power_limit_w) IS DISTINCT FROM \
+         (COALESCE($2, is_on), COALESCE($3, credit_wh), COALESCE($4, power_w), \
+          COALESCE($5, voltage_v), COALESCE($6, power_limit_w)) \
+         RETURNING grid_id",
+    )
+    .bind::<BigInt, _>(shadow.meter_id.get())
+    .bind::<Nullable<Bool>, _>(is_on)
+    .bind::<Nullable<BigInt>, _>(credit)
+    .bind::<Nullable<Double>, _>(power)
+    .bind::<Nullable<Double>, _>(voltage)
+    .bind::<Nullable<Integer>, _>(limit)
+    .load(c)
+    .await?;
+    if let Some(Changed {
+        grid_id: Some(grid),
+    }) = changed.into_iter().next()
+    {
+        let event = LiveEvent {
+            grid_id: GridId(grid),
+            kind: EventKind::Meter,
+            operation: Operation::Update,
+            data: serde_json::json!({
+                "id": shadow.meter_id.get(), "is_on": is_on, "credit_wh": credit,
+                "power_w": power, "voltage_v": voltage, "power_limit_w": limit,
+            }),
+        };
+        crate::events::publish(c, &event).await?;
+    }
+    Ok(())
 }

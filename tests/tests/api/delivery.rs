@@ -174,8 +174,8 @@ async fn meters_on(app: &TestApp, s: &Site, first_serial: u64, n: usize) -> Vec<
              SELECT {org}, {grid}, {customer}, 'NGN' FROM generate_series(1, {n}) RETURNING id), \
              numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM c) \
              INSERT INTO meters (organization_id, external_system, external_reference, grid_id, \
-             connection_id, dcu_id, assigned_at, last_seen_at) \
-             SELECT {org}, 'CALIN', ({first_serial} + i)::text, {grid}, id, {gw}, now(), now() \
+             connection_id, dcu_id, assigned_at, last_seen_at, commissioned_at) \
+             SELECT {org}, 'CALIN', ({first_serial} + i)::text, {grid}, id, {gw}, now(), now(), now() \
              FROM numbered",
             org = s.org,
             grid = s.grid,
@@ -359,6 +359,11 @@ async fn a_command_goes_out_once_and_succeeds_on_the_meters_answer() {
         shadow["attributes"]["relay"]["reported"]["value"]["value"], "OFF",
         "{shadow}"
     );
+    // The meter's observed state follows what it reported.
+    let m = app
+        .get(&format!("/api/v1/meters/{meter}"), &s.manager)
+        .await;
+    assert_eq!(m.body["observed"]["is_on"], false, "{:?}", m.body);
     // A duplicate delivery of the same events changes nothing, and nothing is sent again.
     answer(
         &app,
@@ -488,8 +493,21 @@ async fn a_missed_command_fails_after_verification_and_the_reconciler_corrects_i
         attribute_cooldown: chrono::Duration::hours(1),
         max_attempts: 3,
     });
+    // Not while an operator has the meter in manual mode.
+    sql(
+        &app,
+        &format!("UPDATE meters SET manual_mode = true WHERE id = {meter}"),
+    )
+    .await;
     let report = reconciler.run_once().await.unwrap();
     assert!(report.ran);
+    assert_eq!(report.corrected, 0, "{report:?}");
+    sql(
+        &app,
+        &format!("UPDATE meters SET manual_mode = false WHERE id = {meter}"),
+    )
+    .await;
+    let report = reconciler.run_once().await.unwrap();
     assert_eq!(report.corrected, 1, "{report:?}");
     assert_eq!(reconciler.run_once().await.unwrap().corrected, 0);
     d.send_due(10).await.unwrap();
