@@ -127,6 +127,11 @@ bench *args:
     bash scripts/deps.sh
     bash scripts/bench.sh "$@"
 
+# Only the directive batch benchmark (10,000 meters; scripts/bench-batches.sh).
+bench-batches:
+    bash scripts/deps.sh
+    bash scripts/bench-batches.sh
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -176,3 +176,7 @@ printf '  server RSS with all subscribers connected: %s MB, peak %s MB   (target
     "$((rss_ws_kb / 1024))" "$((rss_peak_kb / 1024))"
 printf '\nChirpStack webhook ingest (stored durably, deduplicated)\n  %s\n  pgbench inserting the same rows: %s tps\n' "$hook" "$hook_pg"
 echo "  targets: API >= 50 % of pgbench; p99 < 25 ms (customers), < 30 ms (meters), < 100 ms (fan-out); webhook >= 3000 events/s"
+
+# Directive batch over 10,000 meters (its own database and server).
+echo
+bash scripts/bench-batches.sh

@@ -13,7 +13,10 @@ pub const TICK: Duration = Duration::from_secs(20);
 
 /// One tick: fires what is due at `now`, logging and counting every outcome. Answers how many
 /// executions it started.
-pub async fn run_once(batches: &BatchService, now: DateTime<Utc>) -> Result<usize, kernel::DomainError> {
+pub async fn run_once(
+    batches: &BatchService,
+    now: DateTime<Utc>,
+) -> Result<usize, kernel::DomainError> {
     let outcomes = batches.fire_due(now).await?;
     let mut started = 0;
     for o in outcomes {

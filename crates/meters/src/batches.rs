@@ -323,17 +323,17 @@ pub fn due_fire(
         return None;
     }
     let today = now.with_timezone(&tz).date_naive();
-    [today.pred_opt(), Some(today)]
+    // Today's fire first; yesterday's catches a late fire across local midnight.
+    [Some(today), today.pred_opt()]
         .into_iter()
         .flatten()
-        .filter_map(|date| {
+        .find_map(|date| {
             let at = fire_instant(tz, date, rule.local_time)?;
             (at <= now && now < at + CATCH_UP && at >= changed_at).then_some(FireKey {
                 local_date: date,
                 local_time: rule.local_time,
             })
         })
-        .last()
 }
 
 pub fn parse_timezone(s: &str) -> Result<Tz, DomainError> {

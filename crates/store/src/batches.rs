@@ -1155,7 +1155,7 @@ impl Db {
                         by.map(|b| (id, b))
                     })
                     .unzip();
-                let retired: Vec<Changed> = diesel::sql_query(format!(
+                let retired: Vec<Changed> = diesel::sql_query(
                     "UPDATE meter_interactions mi
                         SET status = 'SUPERSEDED', superseded_by = x.by, parked_for_retry = false,
                             history = jsonb_build_array(jsonb_build_object(
@@ -1167,7 +1167,7 @@ impl Db {
                       WHERE mi.id = x.id AND mi.status = ANY($5)
                         AND (mi.status <> 'PROCESSING' OR mi.parked_for_retry)
                   RETURNING mi.id, mi.meter_id, mi.grid_id, mi.kind, mi.status, mi.created_at, mi.updated_at"
-                ))
+                )
                 .bind::<Array<BigInt>, _>(&ids)
                 .bind::<Array<BigInt>, _>(&by)
                 .bind::<Text, _>(now.to_rfc3339())

@@ -315,7 +315,12 @@ async fn invalid_rules_are_refused() {
         .set_payload("{\"grid_id\": ")
         .to_request();
     let r = app.send(malformed).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "malformed JSON: {:?}", r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "malformed JSON: {:?}",
+        r.body
+    );
     let r = app
         .post(
             "/api/v1/directive-batches",

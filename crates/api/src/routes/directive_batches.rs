@@ -86,7 +86,11 @@ pub async fn list(
     let page = page(q.limit, q.cursor.as_deref())?;
     let filter = RuleFilter { grid_id: q.grid_id };
     Ok(HttpResponse::Ok().json(Paged::from(
-        state.services.batches.list_rules(&caller, filter, page).await?,
+        state
+            .services
+            .batches
+            .list_rules(&caller, filter, page)
+            .await?,
     )))
 }
 
