@@ -6,6 +6,7 @@ mod connections_meters;
 mod customers_agents;
 mod delivery;
 mod directive_batches;
+mod end_to_end;
 mod grid_state;
 mod grids;
 mod infrastructure;
