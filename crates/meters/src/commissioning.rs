@@ -521,12 +521,7 @@ impl InstallService {
                 false,
             ));
         }
-        // The first three steps are tokens: refuse before changing anything.
-        if !self.commands.generates_tokens() {
-            return Err(DomainError::Unavailable(
-                "commissioning needs the STS token generator, which is not configured".into(),
-            ));
-        }
+        self.can_commission(&meter)?;
         let session = self
             .repo
             .open_session(meter.id, InstallOperation::Install, requester(who))
@@ -556,6 +551,25 @@ impl InstallService {
             },
             true,
         ))
+    }
+
+    /// The first three steps are tokens: refused before anything changes when they cannot be
+    /// generated.
+    fn can_commission(&self, meter: &Meter) -> Result<(), DomainError> {
+        if !self.commands.generates_tokens() {
+            return Err(DomainError::Unavailable(
+                "commissioning needs the STS token generator, which is not configured".into(),
+            ));
+        }
+        if meter.communication_protocol == CommunicationProtocol::CalinLorawan
+            && !meter.has_decoder_key
+        {
+            return Err(DomainError::invalid(
+                "decoder_key",
+                "commissioning sends STS tokens: set the meter's decoder key first",
+            ));
+        }
+        Ok(())
     }
 
     async fn register(
@@ -853,6 +867,12 @@ impl InstallService {
     ) -> Result<Commissioning, DomainError> {
         who.require(Permission::InstallManage)?;
         let old = self.commissioning(who, id).await?;
+        // Checked before the old one is touched.
+        let meter = self.visible_meter(who, old.meter_id).await?;
+        if meter.connection_id.is_none() {
+            return Err(DomainError::Conflict("the meter is not installed".into()));
+        }
+        self.can_commission(&meter)?;
         match old.status {
             CommissioningStatus::Failed => {}
             CommissioningStatus::Pending => {
@@ -884,15 +904,6 @@ impl InstallService {
                     old.status.as_str()
                 )));
             }
-        }
-        let meter = self.visible_meter(who, old.meter_id).await?;
-        if meter.connection_id.is_none() {
-            return Err(DomainError::Conflict("the meter is not installed".into()));
-        }
-        if !self.commands.generates_tokens() {
-            return Err(DomainError::Unavailable(
-                "commissioning needs the STS token generator, which is not configured".into(),
-            ));
         }
         self.start_commissioning(&meter, old.install_session_id, Some(id), requester(who))
             .await

@@ -507,6 +507,27 @@ async fn install_refusals() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "not assigned: {:?}", r.body);
+    let keyless = app
+        .patch(
+            &format!("/api/v1/meters/{}", s.meter),
+            &s.manager,
+            json!({"decoder_key": null}),
+        )
+        .await;
+    assert_eq!(keyless.body["has_decoder_key"], false);
+    let r = app.post(&url, &s.tech, json!({})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "decoder_key");
+    assert!(
+        registry.registered.lock().unwrap().is_empty(),
+        "nothing was done"
+    );
+    app.patch(
+        &format!("/api/v1/meters/{}", s.meter),
+        &s.manager,
+        json!({"decoder_key": "0123456789ABCDEF"}),
+    )
+    .await;
 
     *registry.refuse.lock().unwrap() = Some(NetworkError::Permanent {
         reason: "device profile missing".into(),
