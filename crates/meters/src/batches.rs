@@ -556,6 +556,8 @@ pub struct BatchExecution {
     pub meter_count: i64,
     pub created_count: i64,
     pub coalesced_count: i64,
+    /// Meters left out: their STS token (SET_POWER_LIMIT) could not be generated.
+    pub skipped_count: i64,
     pub progress: ExecutionProgress,
     /// Nothing pending or in flight any more.
     pub completed_at: Option<DateTime<Utc>>,
@@ -896,6 +898,19 @@ impl BatchService {
         fire_key: Option<FireKey>,
         by: Requester,
     ) -> Result<Option<BatchExecutionId>, DomainError> {
+        // Refuse before anything is recorded when the commands would need a token generator
+        // that is not configured (FS rules on single-meter grids).
+        let setup = self
+            .repo
+            .grid_setup(TenantScope::All, rule.grid_id)
+            .await?
+            .ok_or(DomainError::NotFound("grid"))?;
+        let (kind, _) = command_for(rule.valid()?.action, setup.uses_dual_meter_setup, 0);
+        if kind.needs_generated_token() && self.tokens.is_none() {
+            return Err(DomainError::Unavailable(
+                "FS rules on single-meter grids send SET_POWER_LIMIT tokens, and no STS token generator is configured".into(),
+            ));
+        }
         let now = self.clock.now();
         let Some(started) = self.repo.start_execution(rule, fire_key, by, now).await? else {
             return Ok(None);
@@ -1394,6 +1409,7 @@ mod tests {
             meter_count: 2,
             created_count: 2,
             coalesced_count: 0,
+            skipped_count: 0,
             progress: ExecutionProgress::default(),
             completed_at: None,
             qualified_at: None,

@@ -218,6 +218,8 @@ struct ExecutionRow {
     created_count: i64,
     #[diesel(sql_type = BigInt)]
     coalesced_count: i64,
+    #[diesel(sql_type = BigInt)]
+    skipped_count: i64,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     completed_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -227,7 +229,7 @@ struct ExecutionRow {
 }
 
 const EXECUTION_SELECT: &str = "SELECT id, organization_id, grid_id, directive_batch_id, action, scan_kind, \
-fire_key, meter_count, created_count, coalesced_count, completed_at, qualified_at, created_at \
+fire_key, meter_count, created_count, coalesced_count, skipped_count, completed_at, qualified_at, created_at \
 FROM directive_batch_executions";
 
 #[derive(QueryableByName)]
@@ -281,6 +283,7 @@ fn to_execution(r: ExecutionRow, progress: ExecutionProgress) -> StoreResult<Bat
         meter_count: r.meter_count,
         created_count: r.created_count,
         coalesced_count: r.coalesced_count,
+        skipped_count: r.skipped_count,
         progress,
         completed_at: r.completed_at,
         qualified_at: r.qualified_at,

@@ -361,8 +361,7 @@ async fn auth_permissions_and_tenancy() {
     let (_, manager) = app.member(org, "MANAGER").await;
     let (_, tech) = app.member(org, "TECH").await;
     let (_, developer) = app.member(org, "DEVELOPER").await;
-    let body =
-        json!({"grid_id": grid, "local_time": "18:00", "is_repeating": true, "action": "FS_OFF"});
+    let body = json!({"grid_id": grid, "local_time": "18:00", "is_repeating": true, "action": "SCAN", "scan_kind": "READ_POWER"});
     let id = rule(&app, &manager, body.clone()).await;
     let e = run(&app, &manager, id).await;
     assert_eq!(e["meter_count"], 0, "an empty grid");
@@ -499,4 +498,102 @@ async fn the_scheduler_fires_in_grid_time_exactly_once() {
     assert_eq!(state.body["should_fs_be_on"], false);
     let offs = interactions(&app, &manager, "kind=TURN_OFF").await;
     assert_eq!(offs.len(), fs.len());
+}
+
+#[actix_web::test]
+async fn single_meter_grids_switch_fs_with_power_limit_tokens() {
+    use wiremock::matchers::{body_partial_json, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    // Without a token generator an FS rule on a single-meter grid is refused before anything
+    // is recorded.
+    let app = TestApp::start().await;
+    let org = app.organization("N").await;
+    let grid = app.grid(org, "N grid").await;
+    let (_, manager) = app.member(org, "MANAGER").await;
+    let off = rule(
+        &app,
+        &manager,
+        json!({"grid_id": grid, "local_time": "22:00", "is_repeating": true, "action": "FS_OFF"}),
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v1/directive-batches/{off}/executions"),
+            &manager,
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let r = app
+        .get("/api/v1/directive-batch-executions", &manager)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+
+    let sts = MockServer::start().await;
+    for (limit, expected) in [(200, 1), (0, 1)] {
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .and(body_partial_json(
+                json!({"type": "SET_POWER_LIMIT", "powerLimit": limit}),
+            ))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"token": "1111 2222 3333 4444 5555"})),
+            )
+            .expect(expected)
+            .mount(&sts)
+            .await;
+    }
+    let base = sts.uri();
+    let app = TestApp::start_with(|cfg| cfg.sts_generator_url = Some(base.parse().unwrap())).await;
+    let (grid, meters, hps, manager) = dual_grid(&app, "T").await;
+    let r = app
+        .patch(
+            &format!("/api/v1/grids/{grid}"),
+            &manager,
+            json!({"uses_dual_meter_setup": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // One meter has a decoder key; the others cannot get a token and are left out.
+    let r = app
+        .patch(
+            &format!("/api/v1/meters/{hps}"),
+            &manager,
+            json!({"decoder_key": "0123456789ABCDEF"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let off = rule(
+        &app,
+        &manager,
+        json!({"grid_id": grid, "local_time": "22:00", "is_repeating": true, "action": "FS_OFF"}),
+    )
+    .await;
+    let on = rule(
+        &app,
+        &manager,
+        json!({"grid_id": grid, "local_time": "06:00", "is_repeating": true, "action": "FS_ON"}),
+    )
+    .await;
+    let e = run(&app, &manager, off).await;
+    assert_eq!(e["meter_count"], 3, "every meter on a single-meter grid");
+    assert_eq!(e["created_count"], 1);
+    assert_eq!(e["skipped_count"], 2);
+    run(&app, &manager, on).await;
+    let rows = interactions(&app, &manager, &format!("meter_id={hps}")).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["kind"], "SET_POWER_LIMIT");
+    assert_eq!(rows[0]["power_limit_w"], 200, "the meter's HPS limit");
+    assert_eq!(rows[0]["status"], "SUPERSEDED");
+    assert_eq!(rows[1]["power_limit_w"], 0, "no limit");
+    assert_eq!(rows[1]["status"], "QUEUED");
+    for m in meters {
+        assert!(
+            interactions(&app, &manager, &format!("meter_id={m}"))
+                .await
+                .is_empty()
+        );
+    }
 }
