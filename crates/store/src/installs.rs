@@ -159,6 +159,14 @@ async fn with_steps(
     Ok(out)
 }
 
+/// Publishes the meter to its grid's live room: its commissioned mark changed.
+async fn announce_meter(c: &mut AsyncPgConnection, meter: i64) -> Result<()> {
+    if let Some(m) = crate::meters::load(c, TenantScope::All, meter).await? {
+        crate::meters::announce(c, &m, m.grid_id, grids::events::Operation::Update).await?;
+    }
+    Ok(())
+}
+
 fn unfinished() -> [&'static str; 2] {
     [
         CommissioningStatus::Pending.as_str(),
@@ -287,10 +295,14 @@ impl Db {
                 .returning(mc::id)
                 .get_result(c)
                 .await?;
-            diesel::update(me::table.find(meter.get()))
+            let was_commissioned = diesel::update(me::table.find(meter.get()))
+                .filter(me::commissioned_at.is_not_null())
                 .set(me::commissioned_at.eq(None::<DateTime<Utc>>))
                 .execute(c)
                 .await?;
+            if was_commissioned > 0 {
+                announce_meter(c, meter.get()).await?;
+            }
             record(
                 c,
                 organization,
@@ -342,6 +354,7 @@ impl Db {
                     .set(me::commissioned_at.eq(now))
                     .execute(c)
                     .await?;
+                announce_meter(c, meter).await?;
             }
             // Moving to PROCESSING is progress, not a decision: only outcomes are audited.
             if to.is_finished() {
@@ -536,11 +549,18 @@ impl InstallRepo for Db {
 
     async fn decommission(&self, meter: MeterId) -> std::result::Result<(), DomainError> {
         let mut conn = self.conn().await?;
-        diesel::update(me::table.find(meter.get()))
-            .set(me::commissioned_at.eq(None::<DateTime<Utc>>))
-            .execute(&mut conn)
-            .await
-            .map_err(StoreError::from)?;
+        conn.transaction(async |c| {
+            let changed = diesel::update(me::table.find(meter.get()))
+                .filter(me::commissioned_at.is_not_null())
+                .set(me::commissioned_at.eq(None::<DateTime<Utc>>))
+                .execute(c)
+                .await?;
+            if changed > 0 {
+                announce_meter(c, meter.get()).await?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await?;
         Ok(())
     }
 

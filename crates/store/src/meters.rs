@@ -125,7 +125,7 @@ macro_rules! joined_meters {
     };
 }
 
-async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<Option<Meter>> {
+pub(crate) async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<Option<Meter>> {
     let mut q = joined_meters!().filter(me::id.eq(id));
     if let Some(org) = scope.organization() {
         q = q.filter(me::organization_id.eq(org.get()));
@@ -137,7 +137,7 @@ async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<
         .transpose()
 }
 
-async fn announce(
+pub(crate) async fn announce(
     c: &mut AsyncPgConnection,
     m: &Meter,
     grid: Option<GridId>,

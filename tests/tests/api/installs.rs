@@ -790,3 +790,57 @@ async fn the_openapi_document_lists_install_and_token_routes() {
         );
     }
 }
+
+#[actix_web::test]
+async fn the_grid_hears_when_a_meter_is_commissioned() {
+    let sts = sts().await;
+    let app = app_with(Some(&sts), Some(Arc::new(FakeRegistry::default()))).await;
+    let s = site(&app, "A").await;
+    let heard: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = heard.clone();
+    let listener = store::listener::spawn(
+        app.db.url.clone(),
+        move |_grid, payload| {
+            sink.lock()
+                .unwrap()
+                .push(serde_json::from_str(&payload).unwrap())
+        },
+        |_| {},
+    );
+    assert!(
+        listener
+            .wait_listening(std::time::Duration::from_secs(5))
+            .await
+    );
+    let r = app
+        .post(
+            &format!("/api/v1/meters/{}/install", s.meter),
+            &s.tech,
+            json!({}),
+        )
+        .await;
+    let mut c = r.body["commissioning"].clone();
+    let id = c["id"].as_i64().unwrap();
+    for i in 0..5 {
+        drive(&app, step_id(&c, i), &SUCCEED).await;
+        advance(&app).await;
+        c = app
+            .get(&format!("/api/v1/commissionings/{id}"), &s.manager)
+            .await
+            .body;
+    }
+    assert_eq!(c["status"], "SUCCESSFUL");
+    let mut commissioned = false;
+    for _ in 0..100 {
+        commissioned = heard.lock().unwrap().iter().any(|e| {
+            e["type"] == "meter"
+                && e["data"]["id"] == s.meter
+                && e["data"]["commissioned_at"].is_string()
+        });
+        if commissioned {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(commissioned, "a meter event carries commissioned_at");
+}
