@@ -125,7 +125,11 @@ macro_rules! joined_meters {
     };
 }
 
-pub(crate) async fn load(c: &mut AsyncPgConnection, scope: TenantScope, id: i64) -> Result<Option<Meter>> {
+pub(crate) async fn load(
+    c: &mut AsyncPgConnection,
+    scope: TenantScope,
+    id: i64,
+) -> Result<Option<Meter>> {
     let mut q = joined_meters!().filter(me::id.eq(id));
     if let Some(org) = scope.organization() {
         q = q.filter(me::organization_id.eq(org.get()));
