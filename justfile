@@ -132,6 +132,11 @@ bench-batches:
     bash scripts/deps.sh
     bash scripts/bench-batches.sh
 
+# Only the end-to-end command latency benchmark through meter-sim (scripts/bench-pipeline.sh).
+bench-pipeline:
+    bash scripts/deps.sh
+    bash scripts/bench-pipeline.sh
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -180,3 +180,7 @@ echo "  targets: API >= 50 % of pgbench; p99 < 25 ms (customers), < 30 ms (meter
 # Directive batch over 10,000 meters (its own database and server).
 echo
 bash scripts/bench-batches.sh
+
+# End-to-end command latency through meter-sim (its own database and server).
+echo
+bash scripts/bench-pipeline.sh

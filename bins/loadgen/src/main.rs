@@ -14,6 +14,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+mod pipeline;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,26 @@ enum Command {
         /// State changes to time (one grid at a time, round robin).
         #[arg(long, default_value_t = 100)]
         changes: usize,
+    },
+    /// End-to-end command latency through an in-process meter-sim (see pipeline.rs).
+    Pipeline {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        key: String,
+        /// The grid to put the meters on (bootstrap's demo grid).
+        #[arg(long)]
+        grid: i64,
+        /// tiamat's ChirpStack webhook secret.
+        #[arg(long)]
+        secret: String,
+        /// Where the simulator serves gRPC (tiamat's TIAMAT_CHIRPSTACK_API_URL).
+        #[arg(long, default_value = "127.0.0.1:18191")]
+        sim_listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        meters: usize,
+        #[arg(long, default_value_t = 300)]
+        commands: usize,
     },
     /// Posts unique ChirpStack `up` events to the webhook as fast as it can.
     Webhook {
@@ -73,6 +95,26 @@ async fn main() -> anyhow::Result<()> {
             events,
             concurrency,
         } => webhook(url, secret, events, concurrency).await,
+        Command::Pipeline {
+            url,
+            key,
+            grid,
+            secret,
+            sim_listen,
+            meters,
+            commands,
+        } => {
+            pipeline::run(pipeline::Args {
+                url,
+                key,
+                grid,
+                secret,
+                sim_listen,
+                meters,
+                commands,
+            })
+            .await
+        }
     }
 }
 

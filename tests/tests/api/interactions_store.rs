@@ -93,7 +93,8 @@ async fn fixture() -> Fixture {
     .unwrap();
     let meter: Id = diesel::sql_query(
         "INSERT INTO meters (organization_id, external_system, external_reference, grid_id, \
-         connection_id, assigned_at) VALUES ($1, 'CALIN', '47003333623', $2, $3, now()) \
+         connection_id, assigned_at, commissioned_at) \
+         VALUES ($1, 'CALIN', '47003333623', $2, $3, now(), now()) \
          RETURNING id",
     )
     .bind::<diesel::sql_types::BigInt, _>(org.get())
