@@ -597,3 +597,27 @@ async fn single_meter_grids_switch_fs_with_power_limit_tokens() {
         );
     }
 }
+
+#[actix_web::test]
+async fn the_routes_are_in_the_openapi_document() {
+    let app = TestApp::start().await;
+    let doc = app.get("/api/v1/openapi.json", &As::Nobody).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    for (path, method) in [
+        ("/api/v1/directive-batches", "get"),
+        ("/api/v1/directive-batches", "post"),
+        ("/api/v1/directive-batches/{id}", "get"),
+        ("/api/v1/directive-batches/{id}", "patch"),
+        ("/api/v1/directive-batches/{id}", "delete"),
+        ("/api/v1/directive-batches/{id}/executions", "post"),
+        ("/api/v1/directive-batch-executions", "get"),
+        ("/api/v1/directive-batch-executions/{id}", "get"),
+    ] {
+        assert!(
+            doc.body["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    let params = doc.body["paths"]["/api/v1/interactions"]["get"]["parameters"].to_string();
+    assert!(params.contains("batch_execution_id"), "{params}");
+}
