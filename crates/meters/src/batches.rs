@@ -1461,4 +1461,106 @@ mod tests {
             vec![S::Queued, S::Suspended, S::Deferred, S::Processing]
         );
     }
+
+    fn stored(id: i64, timezone: &str, action: ActionKind) -> DirectiveRule {
+        DirectiveRule {
+            id: DirectiveBatchId(id),
+            organization_id: OrganizationId(1),
+            grid_id: GridId(3),
+            local_time: "18:00".into(),
+            timezone: timezone.into(),
+            is_repeating: true,
+            action,
+            scan_kind: None,
+            done_at: None,
+            last_fired_at: None,
+            created_at: LONG_AGO(),
+            updated_at: LONG_AGO(),
+        }
+    }
+
+    fn setup(dual: bool) -> GridSetup {
+        GridSetup {
+            grid_id: GridId(3),
+            organization_id: OrganizationId(1),
+            timezone: "Africa/Lagos".into(),
+            uses_dual_meter_setup: dual,
+        }
+    }
+
+    fn clock(at: DateTime<Utc>) -> Arc<dyn Clock> {
+        let mut clock = crate::ports::MockClock::new();
+        clock.expect_now().return_const(at);
+        Arc::new(clock)
+    }
+
+    #[tokio::test]
+    async fn a_tick_reports_every_due_rule_and_goes_on_after_a_broken_one() {
+        let now = utc(2026, 11, 27, 17, 0);
+        let mut repo = MockBatchRepo::new();
+        repo.expect_schedulable_rules().returning(|| {
+            Ok(vec![
+                stored(1, "Mars/Olympus", ActionKind::FsOff),
+                stored(2, "Africa/Lagos", ActionKind::FsOff),
+                stored(3, "Asia/Tokyo", ActionKind::FsOff),
+            ])
+        });
+        repo.expect_grid_setup()
+            .returning(|_, _| Ok(Some(setup(true))));
+        repo.expect_start_execution()
+            .times(1)
+            .withf(|r, key, by, _| {
+                r.id == DirectiveBatchId(2)
+                    && key.map(|k| k.to_string()).as_deref() == Some("2026-11-27T18:00")
+                    && *by == Requester::default()
+            })
+            .returning(|r, _, _, _| {
+                Ok(Some(StartedExecution {
+                    id: BatchExecutionId(7),
+                    grid_id: r.grid_id,
+                    order: BatchOrder {
+                        execution: BatchExecutionId(7),
+                        action: BatchAction::Fs { on: false },
+                        uses_dual_meter_setup: true,
+                    },
+                }))
+            });
+        let mut bulk = MockBulkIntake::new();
+        bulk.expect_intake()
+            .times(1)
+            .withf(|grid, order, tokens, _| {
+                *grid == GridId(3) && order.execution == BatchExecutionId(7) && tokens.is_empty()
+            })
+            .returning(|_, _, _, _| Ok(BulkReceipt::default()));
+        let service = BatchService::new(Arc::new(repo), Arc::new(bulk), clock(now));
+        let outcomes = service.fire_due(now).await.unwrap();
+        // The broken timezone is reported, Lagos fires, Tokyo (18:00 is 09:00 UTC) is not due.
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert_eq!(outcomes[0].rule, DirectiveBatchId(1));
+        assert!(outcomes[0].result.is_err());
+        assert_eq!(outcomes[1].rule, DirectiveBatchId(2));
+        assert_eq!(
+            outcomes[1].result.as_ref().ok(),
+            Some(&Some(BatchExecutionId(7)))
+        );
+    }
+
+    #[tokio::test]
+    async fn single_meter_fs_without_a_token_generator_records_nothing() {
+        let now = utc(2026, 11, 27, 17, 0);
+        let mut repo = MockBatchRepo::new();
+        repo.expect_schedulable_rules()
+            .returning(|| Ok(vec![stored(2, "Africa/Lagos", ActionKind::FsOn)]));
+        repo.expect_grid_setup()
+            .returning(|_, _| Ok(Some(setup(false))));
+        repo.expect_start_execution().times(0);
+        let mut bulk = MockBulkIntake::new();
+        bulk.expect_intake().times(0);
+        let service = BatchService::new(Arc::new(repo), Arc::new(bulk), clock(now));
+        let outcomes = service.fire_due(now).await.unwrap();
+        assert!(matches!(
+            outcomes[0].result,
+            Err(DomainError::Unavailable(_))
+        ));
+    }
 }
