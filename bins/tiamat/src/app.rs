@@ -230,6 +230,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             inbox,
             idempotency,
             deliveries,
+            wakes: api::state::Wakes::default(),
             devices: network
                 .clone()
                 .map(|n| n as Arc<dyn meters::DeviceRegistry>),
@@ -250,9 +251,14 @@ impl App {
     pub fn spawn_live_listener(&self, database_url: String) -> store::listener::ListenerHandle {
         let hub = self.state.hub.clone();
         let keys = self.state.auth.key_cache().clone();
+        let delivery = self.state.wakes.delivery.clone();
         let handle = store::listener::spawn(
             database_url,
             move |grid, payload| {
+                // Interaction changes committed anywhere may be work for this delivery worker.
+                if payload.contains("\"meter_interaction\"") {
+                    delivery.notify_one();
+                }
                 hub.dispatch(grid, payload);
             },
             move |prefix| match prefix {

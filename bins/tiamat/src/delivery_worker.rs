@@ -13,16 +13,6 @@ const LANES_PER_PASS: i64 = 64;
 /// Rows acted on per reaper pass.
 const REAP_BATCH: i64 = 500;
 
-/// Wakes the sender early (new work was just queued by this instance).
-#[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// How often the loops look for work when idle.
 #[derive(Debug, Clone, Copy)]
 pub struct Polling {
@@ -43,7 +33,7 @@ impl Default for Polling {
 pub fn spawn(
     service: DeliveryService,
     polling: Polling,
-    wake: Wake,
+    wake: Arc<Notify>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let sender = {
         let service = service.clone();
@@ -69,7 +59,7 @@ pub fn spawn(
                     }
                 }
                 tokio::select! {
-                    _ = wake.0.notified() => {}
+                    _ = wake.notified() => {}
                     _ = tokio::time::sleep(polling.sender) => {}
                 }
             }

@@ -128,11 +128,17 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let inbox = app.state.inbox.clone();
     let db = app.db.clone();
+    let wake = app.state.wakes.inbox.clone();
     tokio::spawn(async move {
         loop {
             match run_once(inbox.as_ref(), &db, delivery.as_ref()).await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => tokio::time::sleep(poll).await,
+                Ok(_) => {
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
                 Err(e) => {
                     metrics::counter!("tiamat_inbox_errors_total", "source" => "worker")
                         .increment(1);

@@ -153,14 +153,14 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
         Some(service) => tiamat::delivery_worker::spawn(
             service.clone(),
             tiamat::delivery_worker::Polling::default(),
-            tiamat::delivery_worker::Wake::default(),
+            app.state.wakes.delivery.clone(),
         ),
         None => {
             tracing::warn!("no network server is configured: meter commands stay queued");
             Vec::new()
         }
     };
-    let _inbox = tiamat::inbox_worker::spawn(&app, delivery, Duration::from_millis(50));
+    let _inbox = tiamat::inbox_worker::spawn(&app, delivery, Duration::from_millis(250));
     // Suspension recovery and drift correction; cheap when nothing drifted.
     let _reconciler = tiamat::delivery_worker::spawn_reconciler(
         app.reconciler(meters::ReconcilePolicy::default()),

@@ -68,4 +68,16 @@ pub struct AppState {
     pub downlinks: Option<Arc<dyn meters::DownlinkQueue>>,
     /// Delivery status of interactions.
     pub deliveries: meters::DeliveryStatusService,
+    /// Wakes this instance's background workers early (new work was just committed).
+    pub wakes: Wakes,
+}
+
+/// Wake-ups for background workers, so work committed now is picked up now rather than at the
+/// next poll.
+#[derive(Clone, Default)]
+pub struct Wakes {
+    /// An inbound integration event was stored.
+    pub inbox: Arc<tokio::sync::Notify>,
+    /// An interaction was created or changed (on any instance: fed by the live-event listener).
+    pub delivery: Arc<tokio::sync::Notify>,
 }

@@ -79,7 +79,7 @@ async fn rig(n: usize, faults: Faults, reply_timeout: chrono::Duration) -> Rig {
             sender: Duration::from_millis(20),
             reaper: Duration::from_millis(100),
         },
-        tiamat::delivery_worker::Wake::default(),
+        server.app.state.wakes.delivery.clone(),
     );
     workers.push(tiamat::inbox_worker::spawn(
         &server.app,

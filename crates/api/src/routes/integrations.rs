@@ -119,6 +119,9 @@ pub async fn chirpstack_events(
         })
         .await?;
     count(&event, if stored { "stored" } else { "duplicate" });
+    if stored {
+        state.wakes.inbox.notify_one();
+    }
     Ok(HttpResponse::Ok().json(Accepted {
         stored,
         duplicate: !stored,
