@@ -59,4 +59,10 @@ id_type!(
     RequestedMeterId,
     /// A prepaid meter.
     MeterId,
+    /// A wallet on the ledger.
+    WalletId,
+    /// A money order (a transfer between wallets, or a payment from outside).
+    OrderId,
+    /// A payout to a grid owner.
+    PayoutId,
 );

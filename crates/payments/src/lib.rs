@@ -1,0 +1,17 @@
+//! Money (issue 5). Pure: rules, state machines and ports; storage and providers are adapters.
+//!
+//! * [`vocab`]: who owns a wallet, order types and statuses (the predecessor's names), amounts.
+//! * [`gateway`]: the payment provider port (Flutterwave is the `flutterwave` crate) and the
+//!   settlement port through which a verified external payment is credited exactly once.
+//!
+//! Amounts are integer minor units of one currency ([`kernel::MinorUnits`], [`kernel::Currency`]);
+//! there are no floats anywhere in this crate.
+
+pub mod gateway;
+pub mod vocab;
+
+pub use gateway::{
+    GatewayError, HostedPayment, HostedPaymentRequest, PaymentGateway, PaymentSettlement,
+    ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,
+};
+pub use vocab::{Money, OrderStatus, OrderType, WalletOwner};
