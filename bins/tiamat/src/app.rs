@@ -211,6 +211,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         .context("ChirpStack API client")?
         .map(Arc::new);
     let deliveries = meters::DeliveryStatusService::new(Arc::new(db.clone()));
+    let reconciliation = meters::ReconciliationSettings::new(Arc::new(db.clone()));
     let live = Arc::new(AtomicU8::new(LIVE_NOT_STARTED));
     let health = Arc::new(Health {
         db: db.clone(),
@@ -231,6 +232,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             idempotency,
             deliveries,
             wakes: api::state::Wakes::default(),
+            reconciliation,
             devices: network
                 .clone()
                 .map(|n| n as Arc<dyn meters::DeviceRegistry>),

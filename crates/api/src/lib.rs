@@ -41,6 +41,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(routes::agents::routes)
                     .configure(routes::customers::routes)
                     .configure(routes::grid_state::routes)
+                    .configure(routes::reconciliation::routes)
                     .configure(routes::grids::routes)
                     .configure(routes::dcus::routes)
                     .configure(routes::mppts::routes)

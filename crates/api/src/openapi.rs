@@ -66,6 +66,7 @@ impl Modify for Security {
         routes::integrations::chirpstack_events,
         routes::interactions::create, routes::interactions::list, routes::interactions::get_one,
         routes::interactions::cancel, routes::interactions::delivery,
+        routes::reconciliation::get_mode, routes::reconciliation::set_mode,
         routes::tokens::generate, routes::tokens::offline_clear_tamper, routes::tokens::retry_interaction,
         routes::installs::install, routes::installs::uninstall, routes::installs::list_commissionings,
         routes::installs::get_commissioning, routes::installs::retry_commissioning,

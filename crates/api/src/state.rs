@@ -70,6 +70,8 @@ pub struct AppState {
     pub deliveries: meters::DeliveryStatusService,
     /// Wakes this instance's background workers early (new work was just committed).
     pub wakes: Wakes,
+    /// Grids' reconciliation modes.
+    pub reconciliation: meters::ReconciliationSettings,
 }
 
 /// Wake-ups for background workers, so work committed now is picked up now rather than at the

@@ -121,7 +121,10 @@ pub use reconcile::{
     Assessment, GridHold, Hold, PlannedCommand, ReconcilePolicy, ReconciliationMode, RecoveryPlan,
     assess, grid_gate, reconcile, recover_suspended,
 };
-pub use reconciler::{ReconcileRepo, ReconcileReport, Reconciler, SingleFlight};
+pub use reconciler::{
+    GridReconciliation, ReconcileRepo, ReconcileReport, Reconciler, ReconciliationSettings,
+    SingleFlight,
+};
 pub use retry::{FixedJitter, Jitter, RetryDecision, RetryPolicy};
 pub use shadow::{
     AttributeState, AttributeValue, Desired, Drift, Intent, MeterClock, MeterShadow, ReconcileMeta,

@@ -33,6 +33,79 @@ pub trait ReconcileRepo: Send + Sync {
     async fn grid_modes(&self) -> Result<Vec<(GridId, ReconciliationMode)>, DomainError>;
     /// `None` when another pass (on any instance) holds the lock.
     async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError>;
+    /// The grid's mode (`None`: no such grid in scope).
+    async fn mode(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+    ) -> Result<Option<ReconciliationMode>, DomainError>;
+    /// Sets the grid's mode, audited as `by` (`None`: no such grid in scope).
+    async fn set_mode(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        mode: ReconciliationMode,
+        by: crate::ports::Requester,
+    ) -> Result<Option<ReconciliationMode>, DomainError>;
+}
+
+/// A grid's reconciliation mode, as operators read and set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct GridReconciliation {
+    pub grid_id: GridId,
+    pub mode: ReconciliationMode,
+}
+
+/// Reading and setting grids' reconciliation modes with the caller's permissions.
+#[derive(Clone)]
+pub struct ReconciliationSettings {
+    repo: Arc<dyn ReconcileRepo>,
+}
+
+impl ReconciliationSettings {
+    pub fn new(repo: Arc<dyn ReconcileRepo>) -> Self {
+        Self { repo }
+    }
+
+    pub async fn get(
+        &self,
+        who: &kernel::Principal,
+        grid: GridId,
+    ) -> Result<GridReconciliation, DomainError> {
+        who.require(kernel::Permission::GridRead)?;
+        let mode = self
+            .repo
+            .mode(who.scope(), grid)
+            .await?
+            .ok_or(DomainError::NotFound("grid"))?;
+        Ok(GridReconciliation {
+            grid_id: grid,
+            mode,
+        })
+    }
+
+    /// OFF stops corrections, SHADOW reports them without sending, ON sends them.
+    pub async fn set(
+        &self,
+        who: &kernel::Principal,
+        grid: GridId,
+        mode: ReconciliationMode,
+    ) -> Result<GridReconciliation, DomainError> {
+        who.require(kernel::Permission::GridManage)?;
+        let by = crate::ports::Requester {
+            account: who.account_id,
+            api_key: who.api_key_id(),
+        };
+        let mode = self
+            .repo
+            .set_mode(who.scope(), grid, mode, by)
+            .await?
+            .ok_or(DomainError::NotFound("grid"))?;
+        Ok(GridReconciliation {
+            grid_id: grid,
+            mode,
+        })
+    }
 }
 
 /// What one pass did, for metrics, logs and tests.

@@ -3,15 +3,21 @@
 //! process dies mid-pass its session ends and the lock with it.
 
 use async_trait::async_trait;
-use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::pooled_connection::deadpool::Object;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use kernel::{DomainError, GridId};
-use meters::{ReconcileRepo, ReconciliationMode, SingleFlight};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use kernel::{DomainError, GridId, TenantScope};
+use meters::{ReconcileRepo, ReconciliationMode, Requester, SingleFlight};
 
 use crate::interactions::corrupt;
 use crate::{Db, StoreError};
+
+#[derive(QueryableByName)]
+struct ModeRow {
+    #[diesel(sql_type = Text)]
+    reconciliation_mode: String,
+}
 
 /// The advisory lock key of the reconciler (any fixed number unique in this database).
 const RECONCILER_LOCK: i64 = 0x7469_616d_6174_0001;
@@ -71,6 +77,77 @@ impl ReconcileRepo for Db {
             })
             .collect::<Result<_, StoreError>>()
             .map_err(DomainError::from)
+    }
+
+    async fn mode(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+    ) -> Result<Option<ReconciliationMode>, DomainError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<ModeRow> = sql_query(
+            "SELECT reconciliation_mode FROM grids WHERE id = $1 AND deleted_at IS NULL \
+             AND ($2::bigint IS NULL OR organization_id = $2)",
+        )
+        .bind::<BigInt, _>(grid.get())
+        .bind::<Nullable<BigInt>, _>(scope.organization().map(|o| o.get()))
+        .load(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                ReconciliationMode::parse(&r.reconciliation_mode)
+                    .ok_or_else(|| corrupt("reconciliation mode", &r.reconciliation_mode))
+            })
+            .transpose()
+            .map_err(DomainError::from)
+    }
+
+    async fn set_mode(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        mode: ReconciliationMode,
+        by: Requester,
+    ) -> Result<Option<ReconciliationMode>, DomainError> {
+        #[derive(QueryableByName)]
+        struct Changed {
+            #[diesel(sql_type = BigInt)]
+            organization_id: i64,
+            #[diesel(sql_type = Text)]
+            previous: String,
+        }
+        let mut conn = self.conn().await?;
+        let changed = conn
+            .transaction(async |c| {
+                let rows: Vec<Changed> = sql_query(
+                    "UPDATE grids g SET reconciliation_mode = $3, updated_at = now() \
+                     FROM (SELECT id, reconciliation_mode AS previous FROM grids WHERE id = $1 FOR UPDATE) old \
+                     WHERE g.id = old.id AND g.deleted_at IS NULL \
+                     AND ($2::bigint IS NULL OR g.organization_id = $2) \
+                     RETURNING g.organization_id, old.previous",
+                )
+                .bind::<BigInt, _>(grid.get())
+                .bind::<Nullable<BigInt>, _>(scope.organization().map(|o| o.get()))
+                .bind::<Text, _>(mode.as_str())
+                .load(c)
+                .await?;
+                let Some(row) = rows.into_iter().next() else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let draft = orgs::AuditDraft {
+                    actor_account_id: by.account,
+                    actor_api_key_id: by.api_key,
+                    action: "grid.reconciliation_mode_changed",
+                    details: serde_json::json!({ "from": row.previous, "to": mode.as_str() }),
+                };
+                crate::audit::record(c, row.organization_id, "grid", Some(grid.get()), &draft)
+                    .await?;
+                Ok(Some(mode))
+            })
+            .await?;
+        Ok(changed)
     }
 
     async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError> {

@@ -847,3 +847,87 @@ async fn a_three_phase_read_goes_out_per_phase_and_aggregates() {
         "{shadow}"
     );
 }
+
+#[actix_web::test]
+async fn the_reconciliation_mode_is_per_grid_and_shadow_mode_sends_nothing() {
+    let app = TestApp::start().await;
+    let s = site(&app, "Modes").await;
+    let (meter, _) = meters_on(&app, &s, 47003333630, 1).await.remove(0);
+    let path = format!("/api/v1/grids/{}/reconciliation", s.grid);
+    let r = app.get(&path, &s.manager).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["mode"], "ON");
+
+    // A meter that drifted: the operator wants it off, nothing is on the way.
+    let net = RecordingNetwork::default();
+    let d = service(&app, &net, timings());
+    let id = command(&app, &s.manager, meter, "TURN_OFF").await;
+    d.send_due(10).await.unwrap();
+    sql(&app, &format!("UPDATE meter_interactions SET status = 'FAILED', delivery_stage = NULL, stage_deadline = NULL WHERE id = {id}")).await;
+    let eager = ReconcilePolicy {
+        intent_cooldown: chrono::Duration::zero(),
+        attribute_cooldown: chrono::Duration::zero(),
+        max_attempts: 3,
+    };
+
+    let r = app.put(&path, &s.manager, json!({"mode": "SHADOW"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["mode"], "SHADOW");
+    let report = app.app.reconciler(eager).run_once().await.unwrap();
+    assert_eq!((report.corrected, report.reported), (0, 1), "{report:?}");
+    app.put(&path, &s.manager, json!({"mode": "OFF"})).await;
+    let report = app.app.reconciler(eager).run_once().await.unwrap();
+    assert_eq!((report.corrected, report.reported), (0, 0), "{report:?}");
+    app.put(&path, &s.manager, json!({"mode": "ON"})).await;
+    assert_eq!(
+        app.app
+            .reconciler(eager)
+            .run_once()
+            .await
+            .unwrap()
+            .corrected,
+        1
+    );
+
+    let audit = app
+        .get(
+            "/api/v1/audit-events?action=grid.reconciliation_mode_changed",
+            &s.manager,
+        )
+        .await;
+    assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
+    assert_eq!(
+        audit.body["items"].as_array().map(Vec::len),
+        Some(3),
+        "{:?}",
+        audit.body
+    );
+
+    // Validation, authentication, permission, tenancy.
+    let bad = app
+        .put(&path, &s.manager, json!({"mode": "SOMETIMES"}))
+        .await;
+    assert!(
+        bad.status == StatusCode::BAD_REQUEST || bad.status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        bad.body
+    );
+    assert_eq!(
+        app.put(&path, &As::Nobody, json!({"mode": "ON"}))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, support) = app.member(s.org, "SUPPORT").await;
+    assert_eq!(
+        app.put(&path, &support, json!({"mode": "ON"})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let other = app.organization("Elsewhere").await;
+    let (_, admin) = app.member(other, "ADMIN").await;
+    assert_eq!(
+        app.put(&path, &admin, json!({"mode": "OFF"})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get(&path, &admin).await.status, StatusCode::NOT_FOUND);
+}

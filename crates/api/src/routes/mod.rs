@@ -19,6 +19,7 @@ pub mod meters;
 pub mod mppts;
 pub mod organizations;
 pub mod poles;
+pub mod reconciliation;
 pub mod tokens;
 pub mod ws;
 
