@@ -8,6 +8,8 @@
 //! there are no floats anywhere in this crate.
 
 pub mod gateway;
+pub mod payouts;
+pub mod purchase;
 pub mod vocab;
 
 pub use gateway::{
