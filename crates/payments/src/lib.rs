@@ -7,11 +7,13 @@
 //! Amounts are integer minor units of one currency ([`kernel::MinorUnits`], [`kernel::Currency`]);
 //! there are no floats anywhere in this crate.
 
+pub mod credentials;
 pub mod gateway;
 pub mod payouts;
 pub mod purchase;
 pub mod vocab;
 
+pub use credentials::{CredentialSource, ProviderCredentials};
 pub use gateway::{
     GatewayError, HostedPayment, HostedPaymentRequest, PaymentGateway, PaymentSettlement,
     ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,
