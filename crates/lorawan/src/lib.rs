@@ -88,6 +88,14 @@ pub fn command(d: &Delivery, now: DateTime<Utc>) -> Result<calin::Command, Strin
 
 impl DeviceProtocol for CalinLorawan {
     fn downlink(&self, d: &Delivery, now: DateTime<Utc>) -> Result<Downlink, String> {
+        // CALIN API V1/V2 meters are reached through CALIN's HTTP APIs (pull adapters), which
+        // tiamat does not have: their commands fail visibly instead of going out as LoRaWAN.
+        if d.protocol != grids::vocab::CommunicationProtocol::CalinLorawan {
+            return Err(format!(
+                "no delivery adapter for {} meters",
+                d.protocol.as_str()
+            ));
+        }
         let address = calin::MeterAddress::new(&d.external_reference)
             .map_err(|e| format!("the serial number is not a CALIN address: {e}"))?;
         let dev_eui = dev_eui_for(&d.external_reference, d.dev_eui.as_deref())

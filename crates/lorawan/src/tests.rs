@@ -112,6 +112,12 @@ fn what_cannot_be_sent_is_refused_before_the_network() {
     let mut bad = delivery(InteractionType::TurnOn);
     bad.external_reference = "not-a-serial".into();
     assert!(CalinLorawan.downlink(&bad, now()).is_err());
+    let mut v1 = delivery(InteractionType::TurnOn);
+    v1.protocol = CommunicationProtocol::CalinV1;
+    assert_eq!(
+        CalinLorawan.downlink(&v1, now()).unwrap_err(),
+        "no delivery adapter for CALIN_V1 meters"
+    );
 }
 
 #[test]
