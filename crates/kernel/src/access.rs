@@ -417,6 +417,13 @@ impl Principal {
         }
     }
 
+    pub fn agent_id(&self) -> Option<AgentId> {
+        match self.source {
+            PrincipalSource::Token { agent, .. } => agent,
+            PrincipalSource::ApiKey(_) => None,
+        }
+    }
+
     pub fn customer_id(&self) -> Option<CustomerId> {
         match self.source {
             PrincipalSource::Token { customer, .. } => customer,

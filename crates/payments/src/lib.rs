@@ -3,14 +3,20 @@
 //! * [`vocab`]: who owns a wallet, order types and statuses (the predecessor's names), amounts.
 //! * [`gateway`]: the payment provider port (Flutterwave is the `flutterwave` crate) and the
 //!   settlement port through which a verified external payment is credited exactly once.
+//! * [`ledger`]: wallets and balanced postings (double entry); [`orders`]: order types, the
+//!   status machine and who may move money; [`service`]: the ledger's store port and the
+//!   service the routes call (its module docs list the store API).
 //!
 //! Amounts are integer minor units of one currency ([`kernel::MinorUnits`], [`kernel::Currency`]);
 //! there are no floats anywhere in this crate.
 
 pub mod credentials;
 pub mod gateway;
+pub mod ledger;
+pub mod orders;
 pub mod payouts;
 pub mod purchase;
+pub mod service;
 pub mod vocab;
 
 pub use credentials::{CredentialSource, ProviderCredentials};
@@ -19,3 +25,9 @@ pub use gateway::{
     ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,
 };
 pub use vocab::{Money, OrderStatus, OrderType, WalletOwner};
+pub use ledger::{LedgerError, Posting, PostingEntry, StatementLine, Wallet};
+pub use orders::{Order, OrderEvent, infer_type, transition};
+pub use service::{
+    LedgerStore, MoneyService, NewPaymentOrder, OrderFilter, PaymentOrderStore, RefundDraft,
+    RevenueLine, Sender, TransferDraft, WalletFilter,
+};

@@ -118,6 +118,13 @@ impl Db {
                 .returning(g::id)
                 .get_result(c)
                 .await?;
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Agent(kernel::AgentId(id)),
+                org,
+                new.grid_id.get(),
+            )
+            .await?;
             record(c, org, "agent", Some(id), &audit).await?;
             load(c, TenantScope::All, id)
                 .await?

@@ -276,6 +276,13 @@ impl Db {
                 .await?;
             let total = insert_requested(c, id, org, &new.requested_meters).await?;
             move_customer_total(c, new.customer_id.get(), total).await?;
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Connection(kernel::ConnectionId(id)),
+                org,
+                grid,
+            )
+            .await?;
             record(c, org, "connection", Some(id), &audit).await?;
             load(c, TenantScope::All, id)
                 .await?

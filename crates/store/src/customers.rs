@@ -177,6 +177,13 @@ impl Db {
                 .set(CustomerRowChanges::new(new.fields, None, None))
                 .execute(c)
                 .await?;
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Customer(CustomerId(id)),
+                org,
+                new.grid_id.get(),
+            )
+            .await?;
             record(c, org, "customer", Some(id), &audit).await?;
             load(c, TenantScope::All, id)
                 .await?

@@ -222,6 +222,14 @@ impl Db {
                 .set(ch)
                 .execute(c)
                 .await?;
+            // The organization holds a wallet in every currency it runs a grid in.
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Organization(org),
+                org.get(),
+                id,
+            )
+            .await?;
             record(c, org.get(), "grid", Some(id), &audit).await?;
             load(c, TenantScope::All, id)
                 .await?
@@ -246,6 +254,14 @@ impl Db {
                 .set(GridChanges::from(f))
                 .execute(c)
                 .await?;
+            // A grid moved to another currency needs the organization's wallet in it.
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Organization(current.organization_id),
+                current.organization_id.get(),
+                id.get(),
+            )
+            .await?;
             record(
                 c,
                 current.organization_id.get(),

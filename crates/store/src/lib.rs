@@ -20,14 +20,17 @@ mod inbox;
 mod installs;
 mod interaction_queries;
 mod interactions;
+mod ledger;
 pub mod listener;
 mod members;
 mod meters;
+mod orders;
 mod organizations;
 mod principals;
 mod reconciliation;
 pub mod schema;
 mod site;
+mod wallets;
 
 use std::time::Duration;
 

@@ -481,6 +481,14 @@ impl Db {
                 ))
                 .execute(c)
                 .await?;
+            // A meter gets its wallet (in its grid's currency) when it is first placed on a grid.
+            crate::wallets::open_wallet(
+                c,
+                &payments::WalletOwner::Meter(id),
+                connection.organization_id.get(),
+                connection.grid_id.get(),
+            )
+            .await?;
             record(
                 c,
                 connection.organization_id.get(),

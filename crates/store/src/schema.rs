@@ -413,3 +413,82 @@ diesel::allow_tables_to_appear_in_same_query!(
 
 diesel::joinable!(connection_requested_meters -> connections (connection_id));
 diesel::joinable!(connections -> customers (customer_id));
+
+// Money (issue 5): wallets, the double-entry ledger and orders.
+diesel::table! {
+    wallets (id) {
+        id -> Int8,
+        owner_type -> Text,
+        owner_organization_id -> Nullable<Int8>,
+        agent_id -> Nullable<Int8>,
+        customer_id -> Nullable<Int8>,
+        meter_id -> Nullable<Int8>,
+        connection_id -> Nullable<Int8>,
+        system_key -> Nullable<Text>,
+        organization_id -> Nullable<Int8>,
+        currency -> Bpchar,
+        balance_minor -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        sender_wallet_id -> Int8,
+        receiver_wallet_id -> Int8,
+        amount_minor -> Int8,
+        currency -> Bpchar,
+        order_type -> Nullable<Text>,
+        status -> Text,
+        sender_owner_type -> Text,
+        receiver_owner_type -> Text,
+        grid_id -> Nullable<Int8>,
+        is_hidden_from_reporting -> Bool,
+        provider -> Nullable<Text>,
+        external_reference -> Nullable<Text>,
+        provider_transaction_id -> Nullable<Text>,
+        payment_method -> Nullable<Text>,
+        payment_channel -> Nullable<Text>,
+        author_account_id -> Nullable<Int8>,
+        author_api_key_id -> Nullable<Int8>,
+        idempotency_key -> Nullable<Text>,
+        reverses_order_id -> Nullable<Int8>,
+        failure_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    ledger_transactions (id) {
+        id -> Int8,
+        order_id -> Int8,
+        kind -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> Int8,
+        transaction_id -> Int8,
+        wallet_id -> Int8,
+        currency -> Bpchar,
+        amount_minor -> Int8,
+        balance_after_minor -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
+diesel::joinable!(ledger_transactions -> orders (order_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    wallets,
+    orders,
+    ledger_transactions,
+    ledger_entries
+);
