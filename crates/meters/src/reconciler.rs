@@ -33,6 +33,13 @@ pub trait ReconcileRepo: Send + Sync {
     async fn grid_modes(&self) -> Result<Vec<(GridId, ReconciliationMode)>, DomainError>;
     /// `None` when another pass (on any instance) holds the lock.
     async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError>;
+    /// Batch activity on the grid within `window` of now, either side: executions that ran and
+    /// scheduled fires still to come (the loop must not fight a batch).
+    async fn batch_times(
+        &self,
+        grid: GridId,
+        window: Duration,
+    ) -> Result<Vec<chrono::DateTime<chrono::Utc>>, DomainError>;
     /// The grid's mode (`None`: no such grid in scope).
     async fn mode(
         &self,
@@ -192,8 +199,14 @@ impl Reconciler {
                 self.recover(grid, &facts, &mut report).await?;
             }
             let now = self.clock.now();
-            // Batch times are not consulted yet: batches coalesce with corrective commands.
-            if grid_gate(mode, &facts, &[], Duration::hours(1), now).is_ok() {
+            let quiet = Duration::hours(1);
+            let batches = match mode {
+                ReconciliationMode::Off => Vec::new(),
+                ReconciliationMode::Shadow | ReconciliationMode::On => {
+                    self.repo.batch_times(grid, quiet).await?
+                }
+            };
+            if grid_gate(mode, &facts, &batches, quiet, now).is_ok() {
                 self.correct(grid, mode, &mut report).await?;
             }
         }

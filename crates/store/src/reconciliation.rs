@@ -79,6 +79,38 @@ impl ReconcileRepo for Db {
             .map_err(DomainError::from)
     }
 
+    async fn batch_times(
+        &self,
+        grid: GridId,
+        window: chrono::Duration,
+    ) -> Result<Vec<chrono::DateTime<chrono::Utc>>, DomainError> {
+        #[derive(QueryableByName)]
+        struct At {
+            #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+            at: chrono::DateTime<chrono::Utc>,
+        }
+        let mut conn = self.conn().await?;
+        // Past executions, and each live rule's next fire (local HH:MM in the grid's timezone).
+        let rows: Vec<At> = sql_query(
+            "SELECT created_at AS at FROM directive_batch_executions \
+              WHERE grid_id = $1 AND created_at > now() - make_interval(secs => $2) \
+             UNION ALL \
+             SELECT CASE WHEN t.today < t.local_now THEN t.today + interval '1 day' ELSE t.today END \
+                    AT TIME ZONE t.timezone AS at \
+               FROM (SELECT g.timezone, now() AT TIME ZONE g.timezone AS local_now, \
+                            date_trunc('day', now() AT TIME ZONE g.timezone) \
+                              + make_interval(hours => b.hour, mins => b.minute) AS today \
+                       FROM directive_batches b JOIN grids g ON g.id = b.grid_id \
+                      WHERE b.grid_id = $1 AND b.deleted_at IS NULL AND b.done_at IS NULL) t",
+        )
+        .bind::<BigInt, _>(grid.get())
+        .bind::<diesel::sql_types::Double, _>(window.num_seconds() as f64)
+        .load(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(rows.into_iter().map(|r| r.at).collect())
+    }
+
     async fn mode(
         &self,
         scope: TenantScope,

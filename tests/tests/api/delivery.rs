@@ -879,15 +879,30 @@ async fn the_reconciliation_mode_is_per_grid_and_shadow_mode_sends_nothing() {
     let report = app.app.reconciler(eager).run_once().await.unwrap();
     assert_eq!((report.corrected, report.reported), (0, 0), "{report:?}");
     app.put(&path, &s.manager, json!({"mode": "ON"})).await;
-    assert_eq!(
-        app.app
-            .reconciler(eager)
-            .run_once()
-            .await
-            .unwrap()
-            .corrected,
-        1
-    );
+    // Not within an hour of a batch on the grid: a scan scheduled 30 minutes from now.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(30))
+        .with_timezone(&chrono_tz::Africa::Lagos)
+        .format("%H:%M")
+        .to_string();
+    let rule = app
+        .post(
+            "/api/v1/directive-batches",
+            &s.manager,
+            json!({"grid_id": s.grid, "local_time": soon, "is_repeating": true, "action": "SCAN", "scan_kind": "READ_CREDIT"}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{:?}", rule.body);
+    let held = app.app.reconciler(eager).run_once().await.unwrap();
+    assert_eq!(held.corrected, 0, "{held:?}");
+    let removed = app
+        .delete(
+            &format!("/api/v1/directive-batches/{}", rule.body["id"]),
+            &s.manager,
+        )
+        .await;
+    assert!(removed.status.is_success(), "{:?}", removed.body);
+    let report = app.app.reconciler(eager).run_once().await.unwrap();
+    assert_eq!(report.corrected, 1, "{report:?}");
 
     let audit = app
         .get(
