@@ -106,7 +106,32 @@ run: _dev-jwt-secret _dev-chirpstack-secret
     if [ -z "$sim_pid" ]; then
         exec "{{ bin }}" serve
     fi
-    "{{ bin }}" serve
+    # With meter-sim: once the API answers, put three simulated meters on the demo grid (once per
+    # database) so commands can be tried at once; the server stays in the foreground.
+    "{{ bin }}" serve &
+    api_pid=$!
+    trap 'kill "$api_pid" "$sim_pid" 2>/dev/null || true' EXIT
+    have_curl=""
+    if command -v curl >/dev/null 2>&1; then
+        have_curl=yes
+        for _ in $(seq 1 100); do
+            curl -fsS "$base/health/ready" >/dev/null 2>&1 && break
+            sleep 0.2
+        done
+    fi
+    if [ -n "$have_curl" ] && [ -n "${api_key:-}" ] && [ -n "${grid_id:-}" ] &&
+        meters=$(bash scripts/demo-meters.sh "$base" "$api_key" "$grid_id" 2>/dev/null); then
+        first=${meters%% *}
+        echo
+        echo "  Demo meters on the demo grid (simulated): ids $meters"
+        echo "  Try:       curl -H \"X-API-Key: $api_key\" -H 'content-type: application/json' \\"
+        echo "               -d '{\"kind\":\"TURN_OFF\"}' $base/api/v1/meters/$first/commands"
+        echo "             then GET $base/api/v1/interactions/<id>/delivery: SUCCESSFUL within a second"
+        echo
+    else
+        echo "just run: could not add the demo meters (see above); the API is running" >&2
+    fi
+    wait "$api_pid"
 
 # Run every test against a local PostgreSQL (extra arguments go to nextest or cargo test).
 test *args:
