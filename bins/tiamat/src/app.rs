@@ -172,6 +172,13 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         meters: grids::meters::MeterService::new(repo.clone()),
         grid_state: grids::state::GridStateService::new(repo.clone()),
         commands: commands.clone(),
+        // Completed top-ups become TOP_UPs through the normal intake (purchase_worker).
+        purchases: payments::purchase::PurchaseService::new(
+            repo.clone(),
+            Arc::new(commands.clone()),
+        ),
+        // The payment provider for transfers is attached below when one is configured.
+        payouts: payments::payouts::PayoutService::new(repo.clone()),
         installs: meters::InstallService::new(
             repo.clone(),
             commands,

@@ -7,6 +7,7 @@ pub mod commissioning_worker;
 pub mod config;
 pub mod delivery_worker;
 pub mod inbox_worker;
+pub mod purchase_worker;
 
 pub use app::{App, build};
 pub use config::Config;

@@ -167,6 +167,8 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
         Duration::from_secs(15),
     );
     let _commissioning = tiamat::commissioning_worker::spawn(&app);
+    // Completed meter top-ups become TOP_UP interactions; their outcomes reach the purchases.
+    let _purchases = tiamat::purchase_worker::spawn(&app);
     // Directive batch rules fire in their grid's time (every instance; fires are unique).
     let _batches = tiamat::batch_scheduler::spawn(app.state.services.batches.clone());
     // Live events from every instance, for this instance's WebSocket clients.

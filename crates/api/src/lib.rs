@@ -51,6 +51,8 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(routes::installs::routes)
                     .configure(routes::meters::routes)
                     .configure(routes::integrations::routes)
+                    .configure(routes::purchases::routes)
+                    .configure(routes::payouts::routes)
                     .configure(routes::interactions::routes)
                     .configure(routes::directive_batches::routes)
                     .configure(routes::api_keys::routes)

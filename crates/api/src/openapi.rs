@@ -74,6 +74,11 @@ impl Modify for Security {
         routes::directive_batches::get_one, routes::directive_batches::update,
         routes::directive_batches::remove, routes::directive_batches::run_now,
         routes::directive_batches::list_executions, routes::directive_batches::get_execution,
+        routes::purchases::list, routes::purchases::get_one, routes::purchases::redeliver,
+        routes::purchases::refund, routes::purchases::set_meter_tariff,
+        routes::payouts::create, routes::payouts::list, routes::payouts::get_one,
+        routes::payouts::approve, routes::payouts::pay, routes::payouts::get_terms,
+        routes::payouts::put_terms,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
@@ -83,6 +88,7 @@ impl Modify for Security {
         (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
         (name = "connections"), (name = "meters"), (name = "integrations"), (name = "commands"), (name = "operations"),
         (name = "tokens"), (name = "installs"), (name = "directive-batches"),
+        (name = "purchases"), (name = "payouts"),
     )
 )]
 pub struct ApiDoc;

@@ -27,6 +27,10 @@ pub struct Services {
     pub commands: meters::CommandService,
     pub installs: meters::InstallService,
     pub batches: meters::batches::BatchService,
+    /// Meter credit purchases (completed top-ups → TOP_UP interactions).
+    pub purchases: payments::purchase::PurchaseService,
+    /// Payouts to grid owners.
+    pub payouts: payments::payouts::PayoutService,
 }
 
 /// One dependency's state in `/health/ready`.

@@ -499,7 +499,7 @@ pub struct PayoutFilter {
 }
 
 /// What a grid brings to the formula besides revenue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct GridPayoutTerms {
     pub grid_id: GridId,
     pub organization_id: OrganizationId,
@@ -532,6 +532,16 @@ pub trait PayoutRepo: Send + Sync {
         &self,
         scope: TenantScope,
         grid: GridId,
+    ) -> Result<Option<GridPayoutTerms>, DomainError>;
+    /// Sets the grid's monthly capacity rental (audited); `None` when the grid is not visible.
+    async fn set_rental(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+        pv_minor_per_kwp_month: i64,
+        storage_minor_per_kwh_month: i64,
+        rental_currency: Option<Currency>,
+        by: Actor,
     ) -> Result<Option<GridPayoutTerms>, DomainError>;
     async fn revenue(
         &self,
@@ -650,6 +660,51 @@ impl PayoutService {
         self.repo
             .save_draft(&terms, period, &breakdown, Actor::of(who))
             .await
+    }
+
+    /// The grid's payout terms (capacity and rental). Needs `money_read`.
+    pub async fn terms(&self, who: &Principal, grid: GridId) -> Result<GridPayoutTerms, DomainError> {
+        Self::staff(who, Permission::MoneyRead)?;
+        self.repo
+            .grid_terms(who.scope(), grid)
+            .await?
+            .ok_or(DomainError::NotFound("grid"))
+    }
+
+    /// Sets the grid's monthly capacity rental (per kWp of PV and per kWh of storage, in
+    /// `rental_currency`, default the grid's). Needs `payout_approve`.
+    pub async fn set_rental(
+        &self,
+        who: &Principal,
+        grid: GridId,
+        pv_minor_per_kwp_month: i64,
+        storage_minor_per_kwh_month: i64,
+        rental_currency: Option<Currency>,
+    ) -> Result<GridPayoutTerms, DomainError> {
+        Self::staff(who, Permission::PayoutApprove)?;
+        kernel::Validator::default()
+            .check(
+                pv_minor_per_kwp_month >= 0,
+                "pv_rental_minor_per_kwp_month",
+                "must not be negative",
+            )
+            .check(
+                storage_minor_per_kwh_month >= 0,
+                "storage_rental_minor_per_kwh_month",
+                "must not be negative",
+            )
+            .finish()?;
+        self.repo
+            .set_rental(
+                who.scope(),
+                grid,
+                pv_minor_per_kwp_month,
+                storage_minor_per_kwh_month,
+                rental_currency,
+                Actor::of(who),
+            )
+            .await?
+            .ok_or(DomainError::NotFound("grid"))
     }
 
     pub async fn list(

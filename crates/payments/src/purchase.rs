@@ -362,6 +362,14 @@ pub trait PurchaseRepo: Send + Sync {
     /// FAILED → REFUNDED together with the reversing posting (meter wallet → payer) in one
     /// transaction. `Conflict` when it is not FAILED or the meter wallet cannot cover it.
     async fn refund(&self, id: PurchaseId, by: Actor) -> Result<(), DomainError>;
+    /// Sets (or clears) the meter's own tariff, audited; false when the meter is not visible.
+    async fn set_meter_tariff(
+        &self,
+        scope: TenantScope,
+        meter: MeterId,
+        tariff_minor_per_kwh: Option<i64>,
+        by: Actor,
+    ) -> Result<bool, DomainError>;
     async fn list(
         &self,
         scope: TenantScope,
@@ -567,6 +575,32 @@ impl PurchaseService {
         }
         self.repo.refund(id, Actor::of(who)).await?;
         self.get(who, id).await
+    }
+
+    /// Sets the meter's own tariff (minor units per kWh, above zero) or clears it (`None`: the
+    /// grid's HPS/FS tariff applies). Needs `grid_manage`.
+    pub async fn set_meter_tariff(
+        &self,
+        who: &Principal,
+        meter: MeterId,
+        tariff_minor_per_kwh: Option<i64>,
+    ) -> Result<(), DomainError> {
+        Self::staff(who, Permission::GridManage)?;
+        kernel::Validator::default()
+            .check(
+                tariff_minor_per_kwh.is_none_or(|t| t > 0),
+                "tariff_minor_per_kwh",
+                "must be above zero (or null to use the grid's tariff)",
+            )
+            .finish()?;
+        if !self
+            .repo
+            .set_meter_tariff(who.scope(), meter, tariff_minor_per_kwh, Actor::of(who))
+            .await?
+        {
+            return Err(DomainError::NotFound("meter"));
+        }
+        Ok(())
     }
 
     fn staff(who: &Principal, p: Permission) -> Result<(), DomainError> {

@@ -1,5 +1,60 @@
 // The canonical schema is `migrations/`; this mirrors it for Diesel's query builder.
 
+// Meter credit purchases and payouts (issue 5, migration 000012).
+diesel::table! {
+    meter_purchases (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        order_id -> Int8,
+        meter_id -> Int8,
+        grid_id -> Nullable<Int8>,
+        amount_minor -> Int8,
+        currency -> Bpchar,
+        energy_wh -> Int8,
+        tariff_minor_per_kwh -> Nullable<Int8>,
+        tariff_source -> Nullable<Text>,
+        status -> Text,
+        failure_reason -> Nullable<Text>,
+        interaction_id -> Nullable<Int8>,
+        attempts -> Int4,
+        claimed_at -> Nullable<Timestamptz>,
+        payer_wallet_id -> Int8,
+        meter_wallet_id -> Int8,
+        refund_order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payouts (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        grid_id -> Int8,
+        month -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        currency -> Bpchar,
+        proposed_amount_minor -> Int8,
+        approved_amount_minor -> Nullable<Int8>,
+        status -> Text,
+        breakdown -> Jsonb,
+        bank_code -> Nullable<Text>,
+        account_number -> Nullable<Text>,
+        account_name -> Nullable<Text>,
+        approved_by_account_id -> Nullable<Int8>,
+        approved_by_api_key_id -> Nullable<Int8>,
+        approved_at -> Nullable<Timestamptz>,
+        transfer_reference -> Nullable<Text>,
+        transfer_attempt -> Int4,
+        provider_transfer_id -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        paid_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::table! {
     organizations (id) {
         id -> Int8,
@@ -46,6 +101,9 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        pv_rental_minor_per_kwp_month -> Int8,
+        storage_rental_minor_per_kwh_month -> Int8,
+        rental_currency -> Nullable<Bpchar>,
     }
 }
 
@@ -290,6 +348,7 @@ diesel::table! {
         last_install_session_id -> Nullable<Int8>,
         commissioned_at -> Nullable<Timestamptz>,
         manual_mode -> Bool,
+        tariff_minor_per_kwh -> Nullable<Int8>,
     }
 }
 
