@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+mod ledger;
 mod pipeline;
 
 #[derive(Parser)]
@@ -58,6 +59,22 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         commands: usize,
     },
+    /// Wallet-to-wallet transfers through POST /api/v1/orders (see ledger.rs).
+    Ledger {
+        #[arg(long)]
+        url: String,
+        /// An API key that may move the wallets' money (a SUPERADMIN's).
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "AGENT")]
+        owner_type: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "NGN")]
+        currency: String,
+    },
     /// Posts unique ChirpStack `up` events to the webhook as fast as it can.
     Webhook {
         #[arg(long)]
@@ -95,6 +112,24 @@ async fn main() -> anyhow::Result<()> {
             events,
             concurrency,
         } => webhook(url, secret, events, concurrency).await,
+        Command::Ledger {
+            url,
+            key,
+            owner_type,
+            concurrency,
+            seconds,
+            currency,
+        } => {
+            ledger::run(ledger::Args {
+                url,
+                key,
+                owner_type,
+                concurrency,
+                seconds,
+                currency,
+            })
+            .await
+        }
         Command::Pipeline {
             url,
             key,

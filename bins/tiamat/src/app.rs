@@ -134,6 +134,41 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
         None => Arc::new(LocalIdentityProvider),
     };
     let repo = Arc::new(db.clone());
+    // Payments (Flutterwave): the platform account and organizations' own accounts, sealed in
+    // the database under TIAMAT_PAYMENT_CREDENTIALS_KEY.
+    let credentials_key = config.payments.credentials_key_bytes();
+    let payment_credentials = Arc::new(store::payment_credentials::PaymentCredentials::new(
+        db.clone(),
+        credentials_key.as_ref(),
+    ));
+    let payments_gateway: Option<Arc<dyn payments::PaymentGateway>> =
+        (config.payments.flutterwave.is_some() || credentials_key.is_some()).then(|| {
+            let platform =
+                config
+                    .payments
+                    .flutterwave
+                    .as_ref()
+                    .map(|f| payments::ProviderCredentials {
+                        public_key: None,
+                        secret_key: f.secret_key.clone(),
+                        webhook_hash: Some(f.webhook_hash.clone()),
+                    });
+            Arc::new(
+                flutterwave::FlutterwaveGateway::new(
+                    config.payments.flutterwave_base_url.clone(),
+                    platform,
+                    http.clone(),
+                )
+                .with_organization_credentials(payment_credentials.clone()),
+            ) as Arc<dyn payments::PaymentGateway>
+        });
+    let checkout = payments::checkout::CheckoutService::new(
+        payments_gateway.clone(),
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+    );
     let inbox: Arc<dyn grids::telemetry::Inbox> = Arc::new(db.clone());
     let idempotency: Arc<dyn orgs::IdempotencyStore> = Arc::new(db.clone());
     let keys = orgs::KeyCache::new(config.api_key_cache_ttl);
@@ -177,8 +212,14 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             repo.clone(),
             Arc::new(commands.clone()),
         ),
-        // The payment provider for transfers is attached below when one is configured.
-        payouts: payments::payouts::PayoutService::new(repo.clone()),
+        // Paid by provider transfers when a payment provider is configured.
+        payouts: {
+            let payouts = payments::payouts::PayoutService::new(repo.clone());
+            match &payments_gateway {
+                Some(gateway) => payouts.with_gateway(gateway.clone()),
+                None => payouts,
+            }
+        },
         installs: meters::InstallService::new(
             repo.clone(),
             commands,
@@ -187,6 +228,7 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             repo.clone(),
             Arc::new(meters::SystemClock),
         ),
+        money: payments::MoneyService::new(repo.clone()),
         batches: {
             let batches = meters::batches::BatchService::new(
                 repo.clone(),
@@ -248,6 +290,14 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
                 .chirpstack_webhook_secret
                 .as_ref()
                 .map(|s| Arc::from(s.expose_secret())),
+            checkout,
+            payment_credentials: payments::CredentialService::new(payment_credentials),
+            flutterwave_webhook_hash: config
+                .payments
+                .flutterwave
+                .as_ref()
+                .map(|f| Arc::new(f.webhook_hash.clone())),
+            payments_gateway,
         },
     })
 }

@@ -7,6 +7,8 @@ pub mod commissioning_worker;
 pub mod config;
 pub mod delivery_worker;
 pub mod inbox_worker;
+pub mod ledger_cli;
+pub mod payment_worker;
 pub mod purchase_worker;
 
 pub use app::{App, build};

@@ -37,6 +37,11 @@ enum Command {
         #[arg(long)]
         demo_grid: bool,
     },
+    /// Ledger checks.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Development aid: print an HS256 access token for a login (the `auth_user_id` of a member,
     /// agent or customer), signed with TIAMAT_JWT_SECRET, as Supabase would issue it.
     Token {
@@ -46,6 +51,13 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Prove that every wallet's balance equals the sum of its entries and every transaction
+    /// balances per currency; exits non-zero and lists the offenders otherwise.
+    Verify,
 }
 
 fn init_tracing(config: &Config) {
@@ -135,6 +147,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&out)?);
             Ok(())
         }
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => {
+            let sound = tiamat::ledger_cli::verify(&app.db, &mut std::io::stdout()).await?;
+            if sound {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the ledger is not sound (offences listed above)"))
+            }
+        }
         Command::Serve => serve(app, &config).await,
         Command::CheckConfig | Command::Token { .. } => Ok(()),
     }
@@ -167,6 +189,12 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
         Duration::from_secs(15),
     );
     let _commissioning = tiamat::commissioning_worker::spawn(&app);
+    // Abandoned hosted payments become TIMED_OUT (a late verification may still complete them).
+    let _payment_sweeper = tiamat::payment_worker::spawn_sweeper(
+        app.state.checkout.clone(),
+        config.payments.abandoned_after,
+        Duration::from_secs(60),
+    );
     // Completed meter top-ups become TOP_UP interactions; their outcomes reach the purchases.
     let _purchases = tiamat::purchase_worker::spawn(&app);
     // Directive batch rules fire in their grid's time (every instance; fires are unique).

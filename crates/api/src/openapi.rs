@@ -64,6 +64,11 @@ impl Modify for Security {
         routes::grid_state::get_state, routes::grid_state::put_state, routes::grid_state::connectivity,
         routes::grid_state::export,
         routes::integrations::chirpstack_events,
+        routes::flutterwave::webhook, routes::flutterwave::organization_webhook,
+        routes::flutterwave::pay_into_wallet, routes::flutterwave::verify,
+        routes::flutterwave::pay_meter, routes::flutterwave::status, routes::flutterwave::cancel,
+        routes::payment_credentials::get_credentials, routes::payment_credentials::put_credentials,
+        routes::payment_credentials::delete_credentials,
         routes::interactions::create, routes::interactions::list, routes::interactions::get_one,
         routes::interactions::cancel, routes::interactions::delivery,
         routes::reconciliation::get_mode, routes::reconciliation::set_mode,
@@ -79,6 +84,10 @@ impl Modify for Security {
         routes::payouts::create, routes::payouts::list, routes::payouts::get_one,
         routes::payouts::approve, routes::payouts::pay, routes::payouts::get_terms,
         routes::payouts::put_terms,
+        routes::wallets::list, routes::wallets::get_one, routes::wallets::statement,
+        routes::wallets::statement_csv,
+        routes::orders::create, routes::orders::list, routes::orders::get_one,
+        routes::orders::refund, routes::orders::revenue,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),
@@ -87,8 +96,8 @@ impl Modify for Security {
         (name = "me"), (name = "organizations"), (name = "members"), (name = "agents"),
         (name = "customers"), (name = "grids"), (name = "api-keys"), (name = "audit"), (name = "gateways"), (name = "mppts"), (name = "poles"),
         (name = "connections"), (name = "meters"), (name = "integrations"), (name = "commands"), (name = "operations"),
-        (name = "tokens"), (name = "installs"), (name = "directive-batches"),
-        (name = "purchases"), (name = "payouts"),
+        (name = "tokens"), (name = "installs"), (name = "directive-batches"), (name = "payments"),
+        (name = "purchases"), (name = "payouts"), (name = "wallets"), (name = "orders"),
     )
 )]
 pub struct ApiDoc;

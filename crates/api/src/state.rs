@@ -27,6 +27,8 @@ pub struct Services {
     pub commands: meters::CommandService,
     pub installs: meters::InstallService,
     pub batches: meters::batches::BatchService,
+    /// Wallets, statements, transfers, refunds, orders and revenue (the ledger).
+    pub money: payments::MoneyService,
     /// Meter credit purchases (completed top-ups → TOP_UP interactions).
     pub purchases: payments::purchase::PurchaseService,
     /// Payouts to grid owners.
@@ -76,6 +78,15 @@ pub struct AppState {
     pub wakes: Wakes,
     /// Grids' reconciliation modes.
     pub reconciliation: meters::ReconciliationSettings,
+    /// Hosted payments (Flutterwave): start, check, cancel, verify; settled through the ledger.
+    pub checkout: payments::checkout::CheckoutService,
+    /// Organizations' own payment-provider accounts (encrypted at rest).
+    pub payment_credentials: payments::CredentialService,
+    /// The platform Flutterwave account's webhook secret hash; `None` disables the platform
+    /// webhook (503).
+    pub flutterwave_webhook_hash: Option<Arc<secrecy::SecretString>>,
+    /// The payment provider (Flutterwave); `None` when no Flutterwave account is configured.
+    pub payments_gateway: Option<Arc<dyn payments::PaymentGateway>>,
 }
 
 /// Wake-ups for background workers, so work committed now is picked up now rather than at the
