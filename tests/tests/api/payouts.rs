@@ -1,0 +1,447 @@
+//! Payouts to grid owners: the monthly draft from completed top-ups, approval, payment by a
+//! Flutterwave transfer (wiremock) and its outcome; access rules.
+
+use actix_web::http::StatusCode;
+use serde_json::{Value, json};
+use tiamat_tests::TestApp;
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::ledger::{books, deposit, meter_wallet};
+
+async fn flutterwave() -> MockServer {
+    MockServer::start().await
+}
+
+async fn app_with(fw: &MockServer) -> TestApp {
+    let base = fw.uri();
+    TestApp::start_with(|cfg| {
+        cfg.payments.flutterwave_base_url = base.parse().unwrap();
+        cfg.payments.flutterwave = Some(tiamat::config::FlutterwavePlatform {
+            secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
+            webhook_hash: secrecy::SecretString::from("hash".to_owned()),
+        });
+    })
+    .await
+}
+
+fn this_month() -> String {
+    let tz: chrono_tz::Tz = "Africa/Lagos".parse().unwrap();
+    chrono::Utc::now()
+        .with_timezone(&tz)
+        .format("%Y-%m")
+        .to_string()
+}
+
+fn bank() -> Value {
+    json!({"bank_code": "044", "account_number": "0690000031", "account_name": "Grid Owner"})
+}
+
+async fn transfer_answers(fw: &MockServer, status: u16, body: Value) {
+    Mock::given(method("POST"))
+        .and(path("/v3/transfers"))
+        .and(header("authorization", "Bearer FLWSECK_TEST-x"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+        .up_to_n_times(1)
+        .mount(fw)
+        .await;
+}
+
+#[actix_web::test]
+async fn a_month_is_drafted_approved_and_paid_by_transfer() {
+    let fw = flutterwave().await;
+    let app = app_with(&fw).await;
+    let b = books(&app, "Payday").await;
+    let (_, meter) = meter_wallet(&app, &b, "PAY-1").await;
+    // Sold while the grid was hidden from reporting (the default): not revenue.
+    deposit(&app, meter, 70_000).await;
+    let r = app
+        .patch(
+            &format!("/api/v1/grids/{}", b.grid),
+            &app.root,
+            json!({"is_hidden_from_reporting": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // ₦1,000 and ₦500 of energy this month.
+    deposit(&app, meter, 100_000).await;
+    deposit(&app, meter, 50_000).await;
+
+    let month = this_month();
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": month}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let d = &r.body["breakdown"];
+    assert_eq!(d["energy_topup_revenue_minor"], 150_000);
+    assert_eq!(d["support_fee_minor"], 15_000);
+    assert_eq!(d["insurance_fee_minor"], 3_000);
+    assert_eq!(d["processing_fee_minor"], 3_000);
+    assert_eq!(r.body["proposed_amount_minor"], 129_000);
+    assert_eq!(r.body["status"], "WAITING_FOR_APPROVAL");
+    assert_eq!(r.body["period"]["month"], month);
+
+    // More revenue before approval: the draft is recomputed in place.
+    deposit(&app, meter, 100_000).await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": month}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["id"], id);
+    assert_eq!(r.body["proposed_amount_minor"], 215_000);
+
+    let r = app
+        .post(
+            &format!("/api/v1/payouts/{id}/approve"),
+            &b.finance,
+            json!({"bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "APPROVED");
+    assert_eq!(r.body["approved_amount_minor"], 215_000);
+    // Approved: neither recomputed nor approved again.
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": month}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v1/payouts/{id}/approve"),
+            &b.finance,
+            json!({"bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+
+    // The provider is down: nothing was sent, the payout is APPROVED again.
+    transfer_answers(&fw, 503, json!({"status": "error", "message": "down"})).await;
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let r = app
+        .get(&format!("/api/v1/payouts/{id}"), &b.finance)
+        .await;
+    assert_eq!(r.body["status"], "APPROVED");
+    let first_reference = r.body["transfer_reference"].clone();
+
+    // Paid: the same reference (the provider deduplicates), ₦2,150.00 to the account.
+    Mock::given(method("POST"))
+        .and(path("/v3/transfers"))
+        .and(body_partial_json(json!({"account_bank": "044", "account_number": "0690000031",
+            "currency": "NGN", "reference": first_reference})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+            "message": "Transfer Queued Successfully",
+            "data": {"id": 190626, "reference": first_reference, "status": "NEW"}})))
+        .expect(1)
+        .mount(&fw)
+        .await;
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let sent = fw.received_requests().await.unwrap();
+    let last = String::from_utf8_lossy(&sent[sent.len() - 1].body).into_owned();
+    assert!(last.contains("\"amount\":2150.00"), "{last}");
+    assert_eq!(r.body["status"], "PROCESSING");
+    assert_eq!(r.body["provider_transfer_id"], "190626");
+    assert_eq!(r.body["transfer_reference"], first_reference);
+    // A second pay while the transfer runs is refused (no second transfer).
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+
+    // The provider reports the outcome (the transfer.completed webhook's handler).
+    let payouts = &app.app.state.services.payouts;
+    let reference = first_reference.as_str().unwrap();
+    let moved = payouts
+        .transfer_outcome(reference, Some("190626".into()), true, None)
+        .await
+        .unwrap();
+    assert_eq!(moved.map(|p| p.get()), Some(id));
+    let again = payouts
+        .transfer_outcome(reference, Some("190626".into()), false, Some("late".into()))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a repeated or stale outcome changes nothing");
+    let r = app
+        .get(&format!("/api/v1/payouts/{id}"), &b.finance)
+        .await;
+    assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
+    assert!(r.body["paid_at"].is_string());
+
+    let r = app
+        .get(
+            &format!("/api/v1/payouts?grid_id={}&status=PAID", b.grid),
+            &b.manager,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
+    let fw = flutterwave().await;
+    let app = app_with(&fw).await;
+    let b = books(&app, "Refused").await;
+    let (_, meter) = meter_wallet(&app, &b, "REF-1").await;
+    deposit(&app, meter, 100_000).await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": this_month()}),
+        )
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/payouts/{id}/approve"),
+            &b.finance,
+            json!({"approved_amount_minor": 80_000, "bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    transfer_answers(
+        &fw,
+        400,
+        json!({"status": "error", "message": "Invalid account"}),
+    )
+    .await;
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "FAILED");
+    assert!(
+        r.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+    let failed_reference = r.body["transfer_reference"].clone();
+    transfer_answers(
+        &fw,
+        200,
+        json!({"status": "success", "data": {"id": 7, "status": "SUCCESSFUL"}}),
+    )
+    .await;
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PAID");
+    assert_ne!(r.body["transfer_reference"], failed_reference);
+    let sent: Vec<Value> = fw
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["amount"].as_f64(), Some(800.0));
+}
+
+#[actix_web::test]
+async fn a_month_without_top_ups_is_a_zero_payout_and_rentals_need_a_rate() {
+    let fw = flutterwave().await;
+    let app = app_with(&fw).await;
+    let b = books(&app, "Quiet").await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2020-01"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["proposed_amount_minor"], 0);
+    assert_eq!(r.body["breakdown"]["total_revenue_minor"], 0);
+    assert_eq!(r.body["period"]["start"], "2019-12-31T23:00:00Z");
+    // A zero payout cannot be approved for payment.
+    let r = app
+        .post(
+            &format!("/api/v1/payouts/{}/approve", r.body["id"]),
+            &b.finance,
+            json!({"bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+
+    // A rental in USD on 10 kWp: the owner owes it in a quiet month, at the given rate.
+    let r = app
+        .patch(
+            &format!("/api/v1/grids/{}", b.grid),
+            &app.root,
+            json!({"pv_capacity_wp": 10_000}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .put(
+            &format!("/api/v1/grids/{}/payout-terms", b.grid),
+            &b.finance,
+            json!({"pv_rental_minor_per_kwp_month": 1_000, "storage_rental_minor_per_kwh_month": 0,
+                   "rental_currency": "USD"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["rental"]["currency"], "USD");
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2020-02"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "exchange_rate");
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2020-02", "exchange_rate": "1530.5"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // 10 kWp × $10 × 1530.5 = ₦153,050.00
+    assert_eq!(r.body["breakdown"]["pv_rental_minor"], 15_305_000);
+    assert_eq!(r.body["proposed_amount_minor"], -15_305_000);
+}
+
+#[actix_web::test]
+async fn payouts_are_for_finance_in_the_same_tenant() {
+    let app = TestApp::start().await;
+    let b = books(&app, "Rules").await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2021-05"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let one = format!("/api/v1/payouts/{id}");
+
+    // 401
+    assert_eq!(
+        app.get("/api/v1/payouts", &tiamat_tests::As::Nobody)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            &format!("{one}/pay"),
+            &tiamat_tests::As::Nobody,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // 403: MANAGER reads money but neither drafts, approves nor pays; TECH reads no money.
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.manager,
+            json!({"grid_id": b.grid, "month": "2021-06"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("{one}/approve"),
+            &b.manager,
+            json!({"approved_amount_minor": 1, "bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(
+        app.post(&format!("{one}/pay"), &b.manager, json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get(&one, &b.manager).await.status, StatusCode::OK);
+    let (_, tech) = app.member(b.org, "TECH").await;
+    assert_eq!(app.get(&one, &tech).await.status, StatusCode::FORBIDDEN);
+    // 422: a bad month, a bad bank account, an unknown field.
+    for body in [
+        json!({"grid_id": b.grid, "month": "2021-13"}),
+        json!({"grid_id": b.grid, "month": "2021-05", "exchange_rate": "-1"}),
+        json!({"grid_id": b.grid, "month": "2021-05", "extra": true}),
+    ] {
+        let r = app.post("/api/v1/payouts", &b.finance, body).await;
+        assert!(r.status.is_client_error(), "{:?}", r.body);
+        assert_ne!(r.status, StatusCode::NOT_FOUND);
+    }
+    let r = app
+        .post(
+            &format!("{one}/approve"),
+            &b.finance,
+            json!({"approved_amount_minor": 5, "bank_account": {"bank_code": "", "account_number": "12"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    // Approved, but no provider is configured: 503, still APPROVED.
+    let r = app
+        .post(
+            &format!("{one}/approve"),
+            &b.finance,
+            json!({"approved_amount_minor": 5, "bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(&format!("{one}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "APPROVED");
+    // 404 from another tenant: the payout, its actions and the grid.
+    let other = books(&app, "Elsewhere").await;
+    assert_eq!(app.get(&one, &other.finance).await.status, StatusCode::NOT_FOUND);
+    for action in ["approve", "pay"] {
+        let r = app
+            .post(
+                &format!("{one}/{action}"),
+                &other.finance,
+                json!({"bank_account": bank()}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}: {:?}", r.body);
+    }
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &other.finance,
+            json!({"grid_id": b.grid, "month": "2021-07"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .get(
+            &format!("/api/v1/grids/{}/payout-terms", b.grid),
+            &other.finance,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.get("/api/v1/payouts", &other.finance).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,470 @@
+//! Meter credit purchases: a completed top-up becomes exactly one TOP_UP with the energy it paid
+//! for; failures are visible and recoverable (re-deliver, refund); access rules.
+
+use actix_web::http::StatusCode;
+use meters::{InteractionId, InteractionRepo, InteractionStatus, Transition};
+use serde_json::{Value, json};
+use tiamat_tests::{As, TestApp};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::ledger::{balance, deposit, wallet_of};
+
+/// An organization with a grid priced at ₦250/kWh (HPS) and ₦300/kWh (FS), an energised grid,
+/// an online LoRaWAN gateway and an installed, recently seen meter with a decoder key.
+struct Site {
+    org: i64,
+    meter: i64,
+    meter_wallet: i64,
+    manager: As,
+    finance: As,
+    support: As,
+}
+
+async fn site(app: &TestApp, name: &str) -> Site {
+    let org = app.organization(name).await;
+    let (_, manager) = app.member(org, "MANAGER").await;
+    let (_, finance) = app.member(org, "FINANCE").await;
+    let (_, support) = app.member(org, "SUPPORT").await;
+    let key = app.key(org, "SERVICE").await;
+    let g = app
+        .post(
+            "/api/v1/grids",
+            &app.root,
+            json!({"name": format!("{name} grid"), "currency": "NGN", "organization_id": org,
+                   "hps_tariff_minor_per_kwh": 25_000, "fs_tariff_minor_per_kwh": 30_000}),
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+    let grid = g.body["id"].as_i64().unwrap();
+    let c = app
+        .post(
+            "/api/v1/customers",
+            &manager,
+            json!({"grid_id": grid, "full_name": "C"}),
+        )
+        .await;
+    let conn = app
+        .post(
+            "/api/v1/connections",
+            &manager,
+            json!({"customer_id": c.body["id"]}),
+        )
+        .await;
+    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
+    let gw = gw.body["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/dcus/{gw}/assign"),
+        &manager,
+        json!({"grid_id": grid}),
+    )
+    .await;
+    app.put(
+        "/api/v1/dcus/state",
+        &key,
+        json!({"states": [{"id": gw, "is_online": true}]}),
+    )
+    .await;
+    app.put(
+        &format!("/api/v1/grids/{grid}/state"),
+        &key,
+        json!({"is_hps_on": true}),
+    )
+    .await;
+    let m = app
+        .post(
+            "/api/v1/meters",
+            &manager,
+            json!({"external_system": "CALIN", "external_reference": format!("{name}-1")}),
+        )
+        .await;
+    let meter = m.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/meters/{meter}/assign"),
+            &manager,
+            json!({"connection_id": conn.body["id"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .patch(
+            &format!("/api/v1/meters/{meter}"),
+            &manager,
+            json!({"decoder_key": "0123456789ABCDEF"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let now = chrono::Utc::now().to_rfc3339();
+    app.put(
+        "/api/v1/meters/state",
+        &key,
+        json!({"states": [{"id": meter, "last_seen_at": now}]}),
+    )
+    .await;
+    Site {
+        org,
+        meter,
+        meter_wallet: wallet_of(app, "METER", meter).await,
+        manager,
+        finance,
+        support,
+    }
+}
+
+async fn sts(fail_first: bool) -> MockServer {
+    let server = MockServer::start().await;
+    if fail_first {
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"token": "1234 5678 9012 3456 7890"})),
+        )
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn app_with(sts: &MockServer) -> TestApp {
+    let base = sts.uri();
+    TestApp::start_with(|cfg| cfg.sts_generator_url = Some(base.parse().unwrap())).await
+}
+
+async fn work(app: &TestApp) {
+    tiamat::purchase_worker::run_once(&app.app.state.services.purchases)
+        .await
+        .expect("purchase worker pass");
+}
+
+async fn purchases_of(app: &TestApp, who: &As, meter: i64) -> Vec<Value> {
+    let r = app
+        .get(&format!("/api/v1/purchases?meter_id={meter}"), who)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["items"].as_array().unwrap().clone()
+}
+
+async fn interaction(app: &TestApp, who: &As, id: &Value) -> Value {
+    let r = app.get(&format!("/api/v1/interactions/{id}"), who).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+#[actix_web::test]
+async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
+    let sts = sts(false).await;
+    let app = app_with(&sts).await;
+    let s = site(&app, "Buy").await;
+    // ₦1,000 at ₦300/kWh (the meter's own tariff) = 3.33… kWh → 3.4 kWh.
+    let r = app
+        .put(
+            &format!("/api/v1/meters/{}/tariff", s.meter),
+            &s.manager,
+            json!({"tariff_minor_per_kwh": 30_000}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let order = deposit(&app, s.meter_wallet, 100_000).await;
+    assert_eq!(order["order_type"], "ENERGY_TOPUP");
+
+    // Two workers see the completion at once, then again: one purchase, one token.
+    tokio::join!(work(&app), work(&app));
+    work(&app).await;
+    let list = purchases_of(&app, &s.finance, s.meter).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let p = &list[0];
+    assert_eq!(p["order_id"], order["id"]);
+    assert_eq!(p["energy_wh"], 3_400);
+    assert_eq!(p["tariff_minor_per_kwh"], 30_000);
+    assert_eq!(p["tariff_source"], "METER");
+    assert_eq!(p["status"], "PENDING");
+    assert_eq!(p["attempts"], 1);
+    assert_eq!(sts.received_requests().await.unwrap().len(), 1);
+    let i = interaction(&app, &s.manager, &p["interaction_id"]).await;
+    assert_eq!(i["kind"], "TOP_UP");
+    assert_eq!(i["origin"], "order");
+    assert_eq!(i["energy_wh"], 3_400);
+
+    // The meter accepts the token: the purchase is DELIVERED.
+    let id = InteractionId(p["interaction_id"].as_i64().unwrap());
+    let db = &app.app.db;
+    db.transition(id, InteractionStatus::Queued, Transition::Claim, None)
+        .await
+        .unwrap()
+        .expect("claimed");
+    db.transition(id, InteractionStatus::Processing, Transition::Acked, None)
+        .await
+        .unwrap()
+        .expect("acked");
+    work(&app).await;
+    let r = app
+        .get(&format!("/api/v1/purchases/{}", p["id"]), &s.finance)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "DELIVERED");
+    // A delivered purchase is neither re-delivered nor refunded.
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/refund", p["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    // Priced at the grid's HPS tariff once the meter's own is cleared: ₦500 at ₦250 = 2 kWh.
+    let r = app
+        .put(
+            &format!("/api/v1/meters/{}/tariff", s.meter),
+            &s.manager,
+            json!({"tariff_minor_per_kwh": null}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    deposit(&app, s.meter_wallet, 50_000).await;
+    work(&app).await;
+    let list = purchases_of(&app, &s.finance, s.meter).await;
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["energy_wh"], 2_000);
+    assert_eq!(list[1]["tariff_source"], "GRID_HPS");
+}
+
+#[actix_web::test]
+async fn a_token_failure_is_visible_and_redelivered_with_a_fresh_token() {
+    let sts = sts(true).await;
+    let app = app_with(&sts).await;
+    let s = site(&app, "Fail").await;
+    deposit(&app, s.meter_wallet, 100_000).await;
+    work(&app).await;
+    let list = purchases_of(&app, &s.finance, s.meter).await;
+    assert_eq!(list.len(), 1);
+    let p = &list[0];
+    assert_eq!(p["status"], "FAILED", "{p:?}");
+    assert_eq!(p["energy_wh"], 4_000);
+    assert!(p["interaction_id"].is_null());
+    let reason = p["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("STS generator"), "{reason}");
+    // Nothing is retried behind the operator's back.
+    work(&app).await;
+    assert_eq!(
+        purchases_of(&app, &s.finance, s.meter).await[0]["status"],
+        "FAILED"
+    );
+
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PENDING");
+    assert_eq!(r.body["attempts"], 1);
+    let i = interaction(&app, &s.manager, &r.body["interaction_id"]).await;
+    assert_eq!(i["energy_wh"], 4_000);
+    assert_eq!(i["kind"], "TOP_UP");
+    assert_eq!(sts.received_requests().await.unwrap().len(), 2);
+
+    // That delivery fails too (cancelled): FAILED with the interaction's reason; re-delivered
+    // again with another fresh token.
+    let r = app
+        .post(
+            &format!("/api/v1/interactions/{}/cancel", i["id"]),
+            &s.manager,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    work(&app).await;
+    let r = app
+        .get(&format!("/api/v1/purchases/{}", p["id"]), &s.finance)
+        .await;
+    assert_eq!(r.body["status"], "FAILED");
+    assert!(
+        r.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("ABORTED"),
+        "{:?}",
+        r.body
+    );
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["attempts"], 2);
+    assert_ne!(r.body["interaction_id"], i["id"]);
+    assert_eq!(sts.received_requests().await.unwrap().len(), 3);
+}
+
+#[actix_web::test]
+async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
+    let sts = sts(true).await;
+    let app = app_with(&sts).await;
+    let s = site(&app, "Refund").await;
+    let order = deposit(&app, s.meter_wallet, 100_000).await;
+    work(&app).await;
+    let p = purchases_of(&app, &s.finance, s.meter).await[0].clone();
+    assert_eq!(p["status"], "FAILED");
+    assert_eq!(balance(&app, s.meter_wallet).await, 100_000);
+
+    // SUPPORT re-delivers tokens but does not move money.
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/refund", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/refund", p["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "REFUNDED");
+    assert!(r.body["refund_order_id"].is_i64());
+    assert_eq!(balance(&app, s.meter_wallet).await, 0);
+    let refund = app
+        .get(
+            &format!("/api/v1/orders/{}", r.body["refund_order_id"]),
+            &s.finance,
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::OK, "{:?}", refund.body);
+    assert_eq!(refund.body["reverses_order_id"], order["id"]);
+    assert_eq!(refund.body["receiver_wallet_id"], order["sender_wallet_id"]);
+
+    // Neither refunded twice nor re-delivered after the refund.
+    let again = app
+        .post(
+            &format!("/api/v1/purchases/{}/refund", p["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(balance(&app, s.meter_wallet).await, 0);
+}
+
+#[actix_web::test]
+async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
+    let sts = sts(true).await;
+    let app = app_with(&sts).await;
+    let s = site(&app, "Own").await;
+    deposit(&app, s.meter_wallet, 100_000).await;
+    work(&app).await;
+    let p = purchases_of(&app, &s.finance, s.meter).await[0].clone();
+    let one = format!("/api/v1/purchases/{}", p["id"]);
+
+    // 401 without credentials.
+    for (m, url) in [
+        ("GET", "/api/v1/purchases".to_owned()),
+        ("GET", one.clone()),
+    ] {
+        let r = app.call(m.parse().unwrap(), &url, &As::Nobody, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{url}");
+    }
+    let r = app
+        .post(&format!("{one}/redeliver"), &As::Nobody, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // 403: TECH reads no money; FINANCE does not re-deliver tokens; MANAGER does not refund.
+    let (_, tech) = app.member(s.org, "TECH").await;
+    assert_eq!(
+        app.get("/api/v1/purchases", &tech).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app
+        .post(&format!("{one}/redeliver"), &s.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = app
+        .post(&format!("{one}/refund"), &s.manager, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = app
+        .put(
+            &format!("/api/v1/meters/{}/tariff", s.meter),
+            &s.finance,
+            json!({"tariff_minor_per_kwh": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // 422: a bad filter, a zero tariff, an unknown field.
+    let r = app.get("/api/v1/purchases?status=LOST", &s.finance).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    for body in [
+        json!({"tariff_minor_per_kwh": 0}),
+        json!({"tariff_minor_per_kwh": 5, "extra": 1}),
+    ] {
+        let r = app
+            .put(
+                &format!("/api/v1/meters/{}/tariff", s.meter),
+                &s.manager,
+                body,
+            )
+            .await;
+        assert!(r.status.is_client_error(), "{:?}", r.body);
+        assert_ne!(r.status, StatusCode::NO_CONTENT);
+    }
+    // 404 from another tenant, and their lists do not show it.
+    let other = app.organization("Other").await;
+    let (_, other_finance) = app.member(other, "FINANCE").await;
+    let (_, other_support) = app.member(other, "SUPPORT").await;
+    let (_, other_manager) = app.member(other, "MANAGER").await;
+    assert_eq!(
+        app.get(&one, &other_finance).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .post(&format!("{one}/redeliver"), &other_support, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .post(&format!("{one}/refund"), &other_finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .put(
+            &format!("/api/v1/meters/{}/tariff", s.meter),
+            &other_manager,
+            json!({"tariff_minor_per_kwh": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.get("/api/v1/purchases", &other_finance).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+}
