@@ -321,7 +321,9 @@ impl Month {
                         .earliest()
                 })
                 .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| DomainError::invalid("month", "has no midnight in the grid's timezone"))
+                .ok_or_else(|| {
+                    DomainError::invalid("month", "has no midnight in the grid's timezone")
+                })
         };
         Ok(Period {
             month: self,
@@ -663,7 +665,11 @@ impl PayoutService {
     }
 
     /// The grid's payout terms (capacity and rental). Needs `money_read`.
-    pub async fn terms(&self, who: &Principal, grid: GridId) -> Result<GridPayoutTerms, DomainError> {
+    pub async fn terms(
+        &self,
+        who: &Principal,
+        grid: GridId,
+    ) -> Result<GridPayoutTerms, DomainError> {
         Self::staff(who, Permission::MoneyRead)?;
         self.repo
             .grid_terms(who.scope(), grid)
@@ -774,7 +780,8 @@ impl PayoutService {
             .status
             .after(PayoutEvent::StartTransfer)
             .map_err(|e| DomainError::Conflict(e.to_string()))?;
-        let (Some(amount), Some(bank)) = (current.approved_amount_minor, current.bank_account.clone())
+        let (Some(amount), Some(bank)) =
+            (current.approved_amount_minor, current.bank_account.clone())
         else {
             return Err(DomainError::Conflict("the payout has no approval".into()));
         };
@@ -788,7 +795,10 @@ impl PayoutService {
             amount: Money::new(amount, current.currency),
             bank_code: bank.bank_code.trim().to_owned(),
             account_number: bank.account_number.trim().to_owned(),
-            narration: format!("Payout {} for grid {}", current.period.month, current.grid_id),
+            narration: format!(
+                "Payout {} for grid {}",
+                current.period.month, current.grid_id
+            ),
         };
         let sent = gateway
             .transfer(Some(current.organization_id), request)
@@ -911,7 +921,7 @@ mod tests {
         i.pv_capacity_wp = 12_500; // 12.5 kWp
         i.storage_capacity_wh = 30_000; // 30 kWh
         i.rental = RentalTerms {
-            pv_minor_per_kwp_month: 1_000,     // $10 per kWp
+            pv_minor_per_kwp_month: 1_000,    // $10 per kWp
             storage_minor_per_kwh_month: 333, // $3.33 per kWh
             currency: usd(),
         };
@@ -928,7 +938,10 @@ mod tests {
         );
         // With no revenue the owner owes the rental: negative, not an error.
         i.energy_topup_revenue_minor = 0;
-        assert_eq!(compute(&i).unwrap().payout_minor, -(19_131_250 + 15_289_695));
+        assert_eq!(
+            compute(&i).unwrap().payout_minor,
+            -(19_131_250 + 15_289_695)
+        );
     }
 
     #[test]
@@ -941,12 +954,18 @@ mod tests {
 
     #[test]
     fn exchange_rates_parse_exactly() {
-        assert_eq!(ExchangeRate::parse("1530.5").unwrap().micros(), 1_530_500_000);
+        assert_eq!(
+            ExchangeRate::parse("1530.5").unwrap().micros(),
+            1_530_500_000
+        );
         assert_eq!(ExchangeRate::parse("0.000001").unwrap().micros(), 1);
         for bad in ["", "-1", "0", "1.1234567", "1,5", "abc", ".5", "1e3"] {
             assert!(ExchangeRate::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(String::from(ExchangeRate::parse("1530.50").unwrap()), "1530.5");
+        assert_eq!(
+            String::from(ExchangeRate::parse("1530.50").unwrap()),
+            "1530.5"
+        );
         assert_eq!(String::from(ExchangeRate::ONE), "1");
     }
 
@@ -991,6 +1010,89 @@ mod tests {
                 assert_eq!(from.after(event).ok(), expected, "{from:?} + {event:?}");
             }
         }
+    }
+
+    fn finance() -> Principal {
+        Principal {
+            account_id: Some(kernel::AccountId(1)),
+            kind: kernel::AccountKind::Member,
+            organization_id: OrganizationId(1),
+            role: kernel::Role::Finance,
+            in_platform_org: false,
+            grid_id: None,
+            source: kernel::PrincipalSource::Token {
+                member: Some(kernel::MemberId(1)),
+                agent: None,
+                customer: None,
+            },
+        }
+    }
+
+    fn approved() -> Payout {
+        let now = Utc::now();
+        Payout {
+            id: PayoutId(4),
+            organization_id: OrganizationId(1),
+            grid_id: GridId(2),
+            period: Month::parse("2026-10")
+                .unwrap()
+                .period("Africa/Lagos".parse().unwrap())
+                .unwrap(),
+            currency: ngn(),
+            proposed_amount_minor: 500,
+            approved_amount_minor: Some(500),
+            status: PayoutStatus::Approved,
+            breakdown: compute(&inputs(0, 0)).unwrap(),
+            bank_account: Some(BankAccount {
+                bank_code: "044".into(),
+                account_number: "0690000031".into(),
+                account_name: None,
+            }),
+            approved_by_account_id: None,
+            approved_at: None,
+            transfer_reference: None,
+            provider_transfer_id: None,
+            failure_reason: None,
+            paid_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_payout_claimed_by_another_request_is_not_paid_twice() {
+        let mut repo = MockPayoutRepo::new();
+        repo.expect_get().returning(|_, _| Ok(Some(approved())));
+        repo.expect_start_transfer().returning(|_, _| Ok(None));
+        let mut gateway = crate::gateway::MockPaymentGateway::new();
+        gateway.expect_transfer().never();
+        let service = PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway));
+        let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
+        assert!(matches!(e, DomainError::Conflict(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_puts_the_payout_back_to_approved() {
+        let mut repo = MockPayoutRepo::new();
+        repo.expect_get().returning(|_, _| Ok(Some(approved())));
+        repo.expect_start_transfer()
+            .returning(|_, _| Ok(Some("tiamat-payout-4-1".into())));
+        repo.expect_settle_transfer()
+            .withf(|r, _, o| r == "tiamat-payout-4-1" && matches!(o, TransferOutcome::NotSent(_)))
+            .times(1)
+            .returning(|_, _, _| Ok(Some(PayoutId(4))));
+        let mut gateway = crate::gateway::MockPaymentGateway::new();
+        gateway
+            .expect_transfer()
+            .withf(|org, t| {
+                *org == Some(OrganizationId(1))
+                    && t.amount == Money::new(500, ngn())
+                    && t.reference == "tiamat-payout-4-1"
+            })
+            .returning(|_, _| Err(GatewayError::Unavailable("timeout".into())));
+        let service = PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway));
+        let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
+        assert!(matches!(e, DomainError::Unavailable(_)), "{e:?}");
     }
 
     #[test]

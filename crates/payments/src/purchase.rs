@@ -17,10 +17,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use grids::vocab::MeterType;
 use kernel::{
-    Currency, DomainError, GridId, MeterId, MinorUnits, OrderId, OrganizationId, Page,
-    PageRequest, Permission, Principal, TenantScope, WalletId,
+    Currency, DomainError, GridId, MeterId, MinorUnits, OrderId, OrganizationId, Page, PageRequest,
+    Permission, Principal, TenantScope, WalletId,
 };
-use meters::{CommandService, IntakeRequest, InteractionId, InteractionStatus, InteractionType, Origin};
+use meters::{
+    CommandService, IntakeRequest, InteractionId, InteractionStatus, InteractionType, Origin,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,9 +71,13 @@ impl TariffSource {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [TariffSource::Meter, TariffSource::GridHps, TariffSource::GridFs]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            TariffSource::Meter,
+            TariffSource::GridHps,
+            TariffSource::GridFs,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -324,14 +330,10 @@ pub trait PurchaseRepo: Send + Sync {
     ) -> Result<Vec<CompletedTopUp>, DomainError>;
     /// Creates the order's purchase unless it has one: `Some` when this call created it. A
     /// priced purchase starts PENDING and claimed (`claimed_at` = now).
-    async fn open(
-        &self,
-        order: OrderId,
-        opening: Opening,
-    ) -> Result<Option<Purchase>, DomainError>;
+    async fn open(&self, order: OrderId, opening: Opening)
+    -> Result<Option<Purchase>, DomainError>;
     /// Links the TOP_UP to a PENDING, claimed purchase and releases the claim.
-    async fn attach(&self, id: PurchaseId, interaction: InteractionId)
-    -> Result<(), DomainError>;
+    async fn attach(&self, id: PurchaseId, interaction: InteractionId) -> Result<(), DomainError>;
     /// PENDING → FAILED (only while it is still PENDING with `interaction`, or unattached when
     /// `interaction` is `None`); false when it had moved on.
     async fn fail(
@@ -347,16 +349,12 @@ pub trait PurchaseRepo: Send + Sync {
         interaction: InteractionId,
     ) -> Result<bool, DomainError>;
     /// PENDING purchases whose interaction has finished.
-    async fn finished_deliveries(&self, limit: i64)
-    -> Result<Vec<FinishedDelivery>, DomainError>;
+    async fn finished_deliveries(&self, limit: i64) -> Result<Vec<FinishedDelivery>, DomainError>;
     /// PENDING purchases claimed before `before` and never attached (a worker stopped between
     /// the token and the link): they are failed, never retried blindly, because a TOP_UP may
     /// exist. Answers how many.
-    async fn fail_abandoned(
-        &self,
-        before: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<u64, DomainError>;
+    async fn fail_abandoned(&self, before: DateTime<Utc>, reason: &str)
+    -> Result<u64, DomainError>;
     /// FAILED → PENDING, claimed, for a re-delivery; false when it was not FAILED.
     async fn claim_redelivery(&self, id: PurchaseId, by: Actor) -> Result<bool, DomainError>;
     /// FAILED → REFUNDED together with the reversing posting (meter wallet → payer) in one
@@ -376,8 +374,11 @@ pub trait PurchaseRepo: Send + Sync {
         filter: PurchaseFilter,
         page: PageRequest,
     ) -> Result<Vec<Purchase>, DomainError>;
-    async fn get(&self, scope: TenantScope, id: PurchaseId)
-    -> Result<Option<Purchase>, DomainError>;
+    async fn get(
+        &self,
+        scope: TenantScope,
+        id: PurchaseId,
+    ) -> Result<Option<Purchase>, DomainError>;
 }
 
 /// Sends a TOP_UP through the command pipeline (the normal intake: gatekeeper, STS token).
@@ -473,15 +474,20 @@ impl PurchaseService {
     }
 
     /// Creates the order's purchase and its TOP_UP. `None` when another worker got there first.
-    async fn open_one(&self, top_up: CompletedTopUp) -> Result<Option<PurchaseStatus>, DomainError> {
+    async fn open_one(
+        &self,
+        top_up: CompletedTopUp,
+    ) -> Result<Option<PurchaseStatus>, DomainError> {
         let opening = match (&top_up.pricing, top_up.grid_currency) {
             (None, _) | (_, None) => {
                 Opening::Unpriceable("the meter is not installed on a grid".into())
             }
-            (Some(_), Some(grid)) if grid != top_up.order_currency => Opening::Unpriceable(format!(
-                "the order is in {} but the grid's tariffs are in {grid}",
-                top_up.order_currency
-            )),
+            (Some(_), Some(grid)) if grid != top_up.order_currency => {
+                Opening::Unpriceable(format!(
+                    "the order is in {} but the grid's tariffs are in {grid}",
+                    top_up.order_currency
+                ))
+            }
             (Some(facts), Some(_)) => match price(top_up.amount_minor, facts) {
                 Ok(priced) => Opening::Priced(priced),
                 Err(e) => Opening::Unpriceable(e.to_string()),
@@ -542,7 +548,11 @@ impl PurchaseService {
 
     /// A FAILED purchase gets a new TOP_UP with a fresh token and the same energy. 409 unless
     /// it is FAILED. Needs `token_redeliver`.
-    pub async fn redeliver(&self, who: &Principal, id: PurchaseId) -> Result<Purchase, DomainError> {
+    pub async fn redeliver(
+        &self,
+        who: &Principal,
+        id: PurchaseId,
+    ) -> Result<Purchase, DomainError> {
         let current = self.get(who, id).await?;
         who.require(Permission::TokenRedeliver)?;
         if current.energy_wh <= 0 {
@@ -651,7 +661,9 @@ mod tests {
             TariffSource::GridHps
         );
         assert_eq!(
-            tariff_for(&facts(None, MeterType::Fs)).unwrap().minor_per_kwh,
+            tariff_for(&facts(None, MeterType::Fs))
+                .unwrap()
+                .minor_per_kwh,
             30_000
         );
     }
@@ -719,6 +731,131 @@ mod tests {
         ] {
             assert_eq!(outcome_of(s), None);
         }
+    }
+
+    fn completed(order: i64) -> CompletedTopUp {
+        let ngn = Currency::parse("NGN").unwrap();
+        CompletedTopUp {
+            order_id: OrderId(order),
+            meter_id: MeterId(9),
+            amount_minor: 100_000,
+            order_currency: ngn,
+            grid_currency: Some(ngn),
+            pricing: Some(facts(None, MeterType::Hps)),
+        }
+    }
+
+    fn opened(id: i64, status: PurchaseStatus, energy_wh: i64) -> Purchase {
+        let ngn = Currency::parse("NGN").unwrap();
+        let now = Utc::now();
+        Purchase {
+            id: PurchaseId(id),
+            organization_id: OrganizationId(1),
+            order_id: OrderId(id),
+            meter_id: MeterId(9),
+            grid_id: Some(GridId(1)),
+            amount_minor: MinorUnits(100_000),
+            currency: ngn,
+            energy_wh,
+            tariff_minor_per_kwh: Some(25_000),
+            tariff_source: Some(TariffSource::GridHps),
+            status,
+            failure_reason: None,
+            interaction_id: None,
+            attempts: 0,
+            payer_wallet_id: WalletId(1),
+            meter_wallet_id: WalletId(2),
+            refund_order_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn quiet(repo: &mut MockPurchaseRepo) {
+        repo.expect_finished_deliveries().returning(|_| Ok(vec![]));
+        repo.expect_fail_abandoned().returning(|_, _| Ok(0));
+    }
+
+    #[tokio::test]
+    async fn an_order_another_worker_opened_sends_nothing() {
+        let mut repo = MockPurchaseRepo::new();
+        repo.expect_completed_top_ups_without_purchase()
+            .returning(|_| Ok(vec![completed(1)]));
+        repo.expect_open().returning(|_, _| Ok(None));
+        quiet(&mut repo);
+        let mut sender = MockTopUpSender::new();
+        sender.expect_top_up().never();
+        let service = PurchaseService::new(Arc::new(repo), Arc::new(sender));
+        let report = service.run_once(Utc::now()).await.unwrap();
+        assert_eq!(report.opened, 0);
+    }
+
+    #[tokio::test]
+    async fn a_priced_order_sends_its_energy_and_a_token_failure_fails_it_with_the_reason() {
+        let mut repo = MockPurchaseRepo::new();
+        repo.expect_completed_top_ups_without_purchase()
+            .returning(|_| Ok(vec![completed(1), completed(2)]));
+        repo.expect_open()
+            .withf(|_, o| {
+                *o == Opening::Priced(Priced {
+                    energy_wh: 4_000,
+                    tariff: Tariff {
+                        minor_per_kwh: 25_000,
+                        source: TariffSource::GridHps,
+                    },
+                })
+            })
+            .returning(|order, _| Ok(Some(opened(order.get(), PurchaseStatus::Pending, 4_000))));
+        quiet(&mut repo);
+        repo.expect_attach()
+            .withf(|id, i| id.get() == 1 && i.get() == 77)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        repo.expect_fail()
+            .withf(|id, i, reason| {
+                id.get() == 2 && i.is_none() && reason.contains("STS generator down")
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(true));
+        let mut sender = MockTopUpSender::new();
+        sender
+            .expect_top_up()
+            .withf(|_, wh| *wh == 4_000)
+            .times(2)
+            .returning({
+                let mut calls = 0;
+                move |_, _| {
+                    calls += 1;
+                    if calls == 1 {
+                        Ok(InteractionId(77))
+                    } else {
+                        Err(DomainError::Unavailable("STS generator down".into()))
+                    }
+                }
+            });
+        let service = PurchaseService::new(Arc::new(repo), Arc::new(sender));
+        let report = service.run_once(Utc::now()).await.unwrap();
+        assert_eq!((report.opened, report.failed), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn an_unpriceable_order_is_failed_at_once_without_a_top_up() {
+        let mut repo = MockPurchaseRepo::new();
+        repo.expect_completed_top_ups_without_purchase()
+            .returning(|_| {
+                let mut t = completed(3);
+                t.order_currency = Currency::parse("USD").unwrap();
+                Ok(vec![t])
+            });
+        repo.expect_open()
+            .withf(|_, o| matches!(o, Opening::Unpriceable(r) if r.contains("USD")))
+            .returning(|order, _| Ok(Some(opened(order.get(), PurchaseStatus::Failed, 0))));
+        quiet(&mut repo);
+        let mut sender = MockTopUpSender::new();
+        sender.expect_top_up().never();
+        let service = PurchaseService::new(Arc::new(repo), Arc::new(sender));
+        let report = service.run_once(Utc::now()).await.unwrap();
+        assert_eq!((report.opened, report.failed), (1, 1));
     }
 
     proptest! {
