@@ -206,6 +206,7 @@ pub fn config(db_url: &str) -> Config {
         sts_generator_api_key: None,
         chirpstack_api: None,
         delivery: meters::DeliveryTimings::default(),
+        payments: tiamat::config::PaymentsConfig::default(),
     }
 }
 

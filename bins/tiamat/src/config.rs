@@ -19,6 +19,59 @@ pub struct SupabaseAdmin {
     pub service_role_key: SecretString,
 }
 
+/// The platform's Flutterwave account: `TIAMAT_FLUTTERWAVE_SECRET_KEY` and
+/// `TIAMAT_FLUTTERWAVE_WEBHOOK_HASH` together (or neither).
+#[derive(Debug, Clone)]
+pub struct FlutterwavePlatform {
+    pub secret_key: SecretString,
+    pub webhook_hash: SecretString,
+}
+
+/// Payments through Flutterwave.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// `TIAMAT_FLUTTERWAVE_BASE_URL`, default `https://api.flutterwave.com`.
+    pub flutterwave_base_url: Url,
+    /// Unset: only organizations' own accounts (if enabled) take payments.
+    pub flutterwave: Option<FlutterwavePlatform>,
+    /// `TIAMAT_PAYMENT_CREDENTIALS_KEY`: base64 of 32 random bytes, the AES-256-GCM key that
+    /// seals organizations' own provider keys. Unset: organizations cannot set their own.
+    pub credentials_key: Option<SecretString>,
+    /// INITIALISED payments older than this are timed out by the sweeper
+    /// (`TIAMAT_PAYMENT_TIMEOUT_MINUTES`, default 60).
+    pub abandoned_after: Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            flutterwave_base_url: Url::parse(flutterwave::DEFAULT_BASE_URL)
+                .unwrap_or_else(|_| unreachable!("a valid constant URL")),
+            flutterwave: None,
+            credentials_key: None,
+            abandoned_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// The AES-256 key, once validated at start.
+    pub fn credentials_key_bytes(&self) -> Option<[u8; 32]> {
+        use secrecy::ExposeSecret;
+        self.credentials_key
+            .as_ref()
+            .and_then(|k| decode_key(k.expose_secret()))
+    }
+}
+
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: SecretString,
@@ -45,6 +98,8 @@ pub struct Config {
     pub chirpstack_api: Option<chirpstack::ChirpstackSettings>,
     /// Downlink pacing and stage timeouts.
     pub delivery: meters::DeliveryTimings,
+    /// Flutterwave and organizations' own payment accounts.
+    pub payments: PaymentsConfig,
 }
 
 fn parse_bool(name: &str, v: &str, errors: &mut Vec<String>) -> bool {
@@ -179,6 +234,7 @@ impl Config {
         };
         let chirpstack_api = chirpstack_api_settings(&var, &mut errors);
         let delivery = delivery_timings(&var, &mut errors);
+        let payments = payments_config(&var, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -201,6 +257,7 @@ impl Config {
             sts_generator_api_key: var("TIAMAT_STS_GENERATOR_API_KEY").map(SecretString::from),
             chirpstack_api,
             delivery,
+            payments,
         })
     }
 }
@@ -282,6 +339,68 @@ fn chirpstack_api_settings(
         app_key: SecretString::from(app_key),
         timeout,
     })
+}
+
+/// `TIAMAT_FLUTTERWAVE_*` and `TIAMAT_PAYMENT_*`.
+fn payments_config(
+    var: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) -> PaymentsConfig {
+    let mut p = PaymentsConfig::default();
+    match var("TIAMAT_FLUTTERWAVE_BASE_URL").map(|u| Url::parse(&u)) {
+        None => {}
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            p.flutterwave_base_url = u;
+        }
+        Some(_) => errors.push(
+            "TIAMAT_FLUTTERWAVE_BASE_URL must be an http(s) URL such as https://api.flutterwave.com"
+                .into(),
+        ),
+    }
+    match (
+        var("TIAMAT_FLUTTERWAVE_SECRET_KEY"),
+        var("TIAMAT_FLUTTERWAVE_WEBHOOK_HASH"),
+    ) {
+        (None, None) => {}
+        (Some(key), Some(hash)) => {
+            let printable = |s: &str| s.bytes().all(|b| (0x21..0x7f).contains(&b));
+            if !printable(&key) {
+                errors.push("TIAMAT_FLUTTERWAVE_SECRET_KEY must be printable ASCII without spaces".into());
+            }
+            if hash.len() < 16 || !printable(&hash) {
+                errors.push(
+                    "TIAMAT_FLUTTERWAVE_WEBHOOK_HASH must be at least 16 printable characters (the dashboard's secret hash)"
+                        .into(),
+                );
+            }
+            p.flutterwave = Some(FlutterwavePlatform {
+                secret_key: SecretString::from(key),
+                webhook_hash: SecretString::from(hash),
+            });
+        }
+        (Some(_), None) | (None, Some(_)) => errors.push(
+            "set both TIAMAT_FLUTTERWAVE_SECRET_KEY and TIAMAT_FLUTTERWAVE_WEBHOOK_HASH, or neither"
+                .into(),
+        ),
+    }
+    if let Some(key) = var("TIAMAT_PAYMENT_CREDENTIALS_KEY") {
+        if decode_key(&key).is_none() {
+            errors.push(
+                "TIAMAT_PAYMENT_CREDENTIALS_KEY must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        p.credentials_key = Some(SecretString::from(key));
+    }
+    match var("TIAMAT_PAYMENT_TIMEOUT_MINUTES").map(|v| v.parse::<u64>()) {
+        None => {}
+        Some(Ok(n)) if (5..=10_080).contains(&n) => p.abandoned_after = Duration::from_secs(n * 60),
+        Some(_) => errors.push(
+            "TIAMAT_PAYMENT_TIMEOUT_MINUTES must be a whole number of minutes from 5 to 10080"
+                .into(),
+        ),
+    }
+    p
 }
 
 /// `TIAMAT_LORAWAN_DOWNLINK_INTERVAL_MS` (per grid, default 2000),
@@ -412,6 +531,58 @@ mod tests {
             ("TIAMAT_CHIRPSTACK_DEVICE_PROFILE_ID", CHIRPSTACK[3].1),
             ("TIAMAT_CHIRPSTACK_APP_KEY", "0011"),
             ("TIAMAT_CHIRPSTACK_API_TIMEOUT_SECONDS", "20"),
+        ]);
+        let errs = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+    }
+
+    #[test]
+    fn flutterwave_is_all_or_nothing_and_keys_are_validated() {
+        let c = Config::from_lookup(lookup(&base())).unwrap();
+        assert!(c.payments.flutterwave.is_none() && c.payments.credentials_key.is_none());
+        assert_eq!(
+            c.payments.flutterwave_base_url.as_str(),
+            "https://api.flutterwave.com/"
+        );
+
+        let mut all = base();
+        all.extend([
+            ("TIAMAT_FLUTTERWAVE_SECRET_KEY", "FLWSECK_TEST-very-secret"),
+            (
+                "TIAMAT_FLUTTERWAVE_WEBHOOK_HASH",
+                "hash-that-is-long-enough",
+            ),
+            ("TIAMAT_FLUTTERWAVE_BASE_URL", "http://127.0.0.1:9999"),
+            (
+                "TIAMAT_PAYMENT_CREDENTIALS_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ]);
+        let c = Config::from_lookup(lookup(&all)).unwrap();
+        assert!(c.payments.flutterwave.is_some());
+        assert_eq!(c.payments.credentials_key_bytes().unwrap()[31], 31);
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("very-secret")
+                && !dbg.contains("long-enough")
+                && !dbg.contains("AAECAwQF"),
+            "{dbg}"
+        );
+
+        let mut half = base();
+        half.push(("TIAMAT_FLUTTERWAVE_SECRET_KEY", "FLWSECK_TEST-x"));
+        let errs = Config::from_lookup(lookup(&half)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains("TIAMAT_FLUTTERWAVE_WEBHOOK_HASH"));
+
+        let mut bad = base();
+        bad.extend([
+            ("TIAMAT_FLUTTERWAVE_SECRET_KEY", "FLWSECK_TEST-x"),
+            ("TIAMAT_FLUTTERWAVE_WEBHOOK_HASH", "short"),
+            ("TIAMAT_FLUTTERWAVE_BASE_URL", "api.flutterwave.com"),
+            // 16 bytes: AES-128, not AES-256.
+            ("TIAMAT_PAYMENT_CREDENTIALS_KEY", "AAECAwQFBgcICQoLDA0ODw=="),
+            ("TIAMAT_PAYMENT_TIMEOUT_MINUTES", "1"),
         ]);
         let errs = Config::from_lookup(lookup(&bad)).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:#?}");

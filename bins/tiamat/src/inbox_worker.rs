@@ -99,13 +99,30 @@ pub async fn run_once(
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
 ) -> Result<usize, kernel::DomainError> {
+    run_once_with_payments(inbox, telemetry, delivery, None).await
+}
+
+/// [`run_once`], with Flutterwave events handled by `checkout` (without it they wait).
+pub async fn run_once_with_payments(
+    inbox: &dyn Inbox,
+    telemetry: &dyn TelemetryRepo,
+    delivery: Option<&meters::DeliveryService>,
+    checkout: Option<&payments::checkout::CheckoutService>,
+) -> Result<usize, kernel::DomainError> {
     let claimed = inbox.claim(BATCH, LEASE_SECS).await?;
     for e in &claimed {
-        match handle(telemetry, delivery, e).await {
+        let (source, handled) = match (e.source.as_str(), checkout) {
+            ("flutterwave", Some(checkout)) => (
+                "flutterwave",
+                crate::payment_worker::handle(checkout, e).await,
+            ),
+            ("flutterwave", None) => ("flutterwave", Err("no payment pipeline here".into())),
+            _ => ("chirpstack", handle(telemetry, delivery, e).await),
+        };
+        match handled {
             Ok(outcome) => inbox.complete(e.id, outcome).await?,
             Err(error) => {
-                metrics::counter!("tiamat_inbox_errors_total", "source" => "chirpstack")
-                    .increment(1);
+                metrics::counter!("tiamat_inbox_errors_total", "source" => source).increment(1);
                 tracing::warn!(event = e.id, attempts = e.attempts, %error, "inbound event failed; will retry");
                 let backoff = 5 * i64::from(e.attempts.clamp(1, 12));
                 inbox
@@ -129,9 +146,12 @@ pub fn spawn(
     let inbox = app.state.inbox.clone();
     let db = app.db.clone();
     let wake = app.state.wakes.inbox.clone();
+    let checkout = app.state.checkout.clone();
     tokio::spawn(async move {
         loop {
-            match run_once(inbox.as_ref(), &db, delivery.as_ref()).await {
+            match run_once_with_payments(inbox.as_ref(), &db, delivery.as_ref(), Some(&checkout))
+                .await
+            {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {
                     tokio::select! {

@@ -19,6 +19,8 @@ pub struct InboundEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedEvent {
     pub id: i64,
+    /// Who sent it (`chirpstack`, `flutterwave`): decides which handler processes it.
+    pub source: String,
     pub event_type: String,
     pub dev_eui: Option<String>,
     pub payload: serde_json::Value,

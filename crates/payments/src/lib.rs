@@ -10,6 +10,7 @@
 //! Amounts are integer minor units of one currency ([`kernel::MinorUnits`], [`kernel::Currency`]);
 //! there are no floats anywhere in this crate.
 
+pub mod checkout;
 pub mod credentials;
 pub mod gateway;
 pub mod ledger;
@@ -19,7 +20,10 @@ pub mod purchase;
 pub mod service;
 pub mod vocab;
 
-pub use credentials::{CredentialSource, ProviderCredentials};
+pub use credentials::{
+    CredentialService, CredentialSource, CredentialStore, CredentialsSummary, CredentialsUpdate,
+    ProviderCredentials,
+};
 pub use gateway::{
     GatewayError, HostedPayment, HostedPaymentRequest, PaymentGateway, PaymentSettlement,
     ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,

@@ -17,6 +17,8 @@ struct ClaimedRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
+    source: String,
+    #[diesel(sql_type = Text)]
     event_type: String,
     #[diesel(sql_type = Nullable<Text>)]
     dev_eui: Option<String>,
@@ -33,7 +35,7 @@ UPDATE inbound_events SET locked_until = now() + make_interval(secs => $2), atte
  WHERE id IN (SELECT id FROM inbound_events
                WHERE processed_at IS NULL AND (locked_until IS NULL OR locked_until < now())
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, event_type, dev_eui, payload, attempts";
+RETURNING id, source, event_type, dev_eui, payload, attempts";
 
 #[async_trait]
 impl Inbox for Db {
@@ -67,6 +69,7 @@ impl Inbox for Db {
             .into_iter()
             .map(|r| ClaimedEvent {
                 id: r.id,
+                source: r.source,
                 event_type: r.event_type,
                 dev_eui: r.dev_eui,
                 payload: r.payload,

@@ -26,6 +26,8 @@ mod members;
 mod meters;
 mod orders;
 mod organizations;
+pub mod payment_checkout;
+pub mod payment_credentials;
 mod payouts;
 mod principals;
 mod purchases;

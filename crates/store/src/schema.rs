@@ -551,3 +551,19 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_transactions,
     ledger_entries
 );
+
+diesel::table! {
+    payment_provider_credentials (id) {
+        id -> Int8,
+        organization_id -> Int8,
+        provider -> Text,
+        public_key_encrypted -> Nullable<Bytea>,
+        secret_key_encrypted -> Bytea,
+        webhook_hash_encrypted -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(payment_provider_credentials -> organizations (organization_id));
+diesel::allow_tables_to_appear_in_same_query!(payment_provider_credentials, organizations);
