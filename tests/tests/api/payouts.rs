@@ -133,20 +133,22 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
         .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
-    let r = app
-        .get(&format!("/api/v1/payouts/{id}"), &b.finance)
-        .await;
+    let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
     assert_eq!(r.body["status"], "APPROVED");
     let first_reference = r.body["transfer_reference"].clone();
 
     // Paid: the same reference (the provider deduplicates), ₦2,150.00 to the account.
     Mock::given(method("POST"))
         .and(path("/v3/transfers"))
-        .and(body_partial_json(json!({"account_bank": "044", "account_number": "0690000031",
-            "currency": "NGN", "reference": first_reference})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+        .and(body_partial_json(
+            json!({"account_bank": "044", "account_number": "0690000031",
+            "currency": "NGN", "reference": first_reference}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
             "message": "Transfer Queued Successfully",
-            "data": {"id": 190626, "reference": first_reference, "status": "NEW"}})))
+            "data": {"id": 190626, "reference": first_reference, "status": "NEW"}})),
+        )
         .expect(1)
         .mount(&fw)
         .await;
@@ -179,9 +181,7 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .await
         .unwrap();
     assert_eq!(again, None, "a repeated or stale outcome changes nothing");
-    let r = app
-        .get(&format!("/api/v1/payouts/{id}"), &b.finance)
-        .await;
+    let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
     assert!(r.body["paid_at"].is_string());
 
@@ -349,11 +349,7 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
         StatusCode::UNAUTHORIZED
     );
     let r = app
-        .post(
-            &format!("{one}/pay"),
-            &tiamat_tests::As::Nobody,
-            json!({}),
-        )
+        .post(&format!("{one}/pay"), &tiamat_tests::As::Nobody, json!({}))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // 403: MANAGER reads money but neither drafts, approves nor pays; TECH reads no money.
@@ -409,14 +405,15 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = app
-        .post(&format!("{one}/pay"), &b.finance, json!({}))
-        .await;
+    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(app.get(&one, &b.finance).await.body["status"], "APPROVED");
     // 404 from another tenant: the payout, its actions and the grid.
     let other = books(&app, "Elsewhere").await;
-    assert_eq!(app.get(&one, &other.finance).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&one, &other.finance).await.status,
+        StatusCode::NOT_FOUND
+    );
     for action in ["approve", "pay"] {
         let r = app
             .post(

@@ -143,7 +143,12 @@ pub async fn approve(
         state
             .services
             .payouts
-            .approve(&caller, PayoutId(*id), b.approved_amount_minor, b.bank_account)
+            .approve(
+                &caller,
+                PayoutId(*id),
+                b.approved_amount_minor,
+                b.bank_account,
+            )
             .await?,
     ))
 }
@@ -164,7 +169,11 @@ pub async fn pay(caller: Caller, state: State, id: web::Path<i64>) -> ApiResult<
 #[utoipa::path(get, path = "/api/v1/grids/{id}/payout-terms", tag = "payouts",
     responses((status = 200, body = GridPayoutTerms), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 #[get("/grids/{id}/payout-terms")]
-pub async fn get_terms(caller: Caller, state: State, id: web::Path<i64>) -> ApiResult<HttpResponse> {
+pub async fn get_terms(
+    caller: Caller,
+    state: State,
+    id: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(state.services.payouts.terms(&caller, GridId(*id)).await?))
 }
 

@@ -129,7 +129,11 @@ pub async fn set_meter_tariff(
     state
         .services
         .purchases
-        .set_meter_tariff(&caller, MeterId(*id), body.into_inner().tariff_minor_per_kwh)
+        .set_meter_tariff(
+            &caller,
+            MeterId(*id),
+            body.into_inner().tariff_minor_per_kwh,
+        )
         .await?;
     Ok(super::no_content())
 }
