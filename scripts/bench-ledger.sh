@@ -108,6 +108,9 @@ cat >/tmp/tiamat-bench-ledger.sql <<SQL
 BEGIN;
 SELECT max(balance_minor) FILTER (WHERE id = :a) AS ba, max(balance_minor) FILTER (WHERE id = :b) AS bb
   FROM (SELECT w.id, w.balance_minor FROM wallets w WHERE w.id IN (:a, :b) ORDER BY w.id FOR UPDATE OF w) l \gset
+\set sender_after :ba - :amt
+\set receiver_after :bb + :amt
+\set debit -1 * :amt
 INSERT INTO orders (organization_id, sender_wallet_id, receiver_wallet_id, amount_minor, currency, order_type,
                     status, sender_owner_type, receiver_owner_type, grid_id, is_hidden_from_reporting, completed_at)
 VALUES ($org, :a, :b, :amt, 'NGN', 'AGENT_TOPUP', 'COMPLETED', 'AGENT', 'AGENT', $grid, false, now())
@@ -115,10 +118,10 @@ RETURNING id AS order_id \gset
 WITH t AS (INSERT INTO ledger_transactions (order_id, kind) VALUES (:order_id, 'TRANSFER') RETURNING id),
 e AS (INSERT INTO ledger_entries (transaction_id, wallet_id, currency, amount_minor, balance_after_minor)
       SELECT t.id, x.w, 'NGN', x.amount, x.after FROM t,
-             unnest(ARRAY[:a, :b]::bigint[], ARRAY[-:amt, :amt]::bigint[], ARRAY[:ba - :amt, :bb + :amt]::bigint[])
+             unnest(ARRAY[:a, :b]::bigint[], ARRAY[:debit, :amt]::bigint[], ARRAY[:sender_after, :receiver_after]::bigint[])
              AS x(w, amount, after) RETURNING 1),
 u AS (UPDATE wallets w SET balance_minor = v.balance, updated_at = now()
-      FROM unnest(ARRAY[:a, :b]::bigint[], ARRAY[:ba - :amt, :bb + :amt]::bigint[]) AS v(id, balance)
+      FROM unnest(ARRAY[:a, :b]::bigint[], ARRAY[:sender_after, :receiver_after]::bigint[]) AS v(id, balance)
       WHERE w.id = v.id RETURNING 1)
 SELECT t.id FROM t;
 INSERT INTO audit_events (organization_id, action, resource_type, resource_id, details)
