@@ -200,6 +200,9 @@ impl PurchaseRepo for Db {
               WHERE o.status = 'COMPLETED' AND o.order_type = 'ENERGY_TOPUP'
                 AND o.completed_at >= now() - make_interval(days => $2::int)
                 AND NOT EXISTS (SELECT 1 FROM meter_purchases p WHERE p.order_id = o.id)
+                -- Refunded before it was served: no energy for money given back.
+                AND NOT EXISTS (SELECT 1 FROM orders r WHERE r.reverses_order_id = o.id
+                                  AND r.status IN ('PENDING', 'COMPLETED'))
               ORDER BY o.completed_at, o.id
               LIMIT $1",
         )
@@ -265,6 +268,8 @@ impl PurchaseRepo for Db {
                        JOIN wallets w ON w.id = o.receiver_wallet_id AND w.owner_type = 'METER'
                        JOIN meters m ON m.id = w.meter_id
                       WHERE o.id = $1 AND o.status = 'COMPLETED' AND o.order_type = 'ENERGY_TOPUP'
+                        AND NOT EXISTS (SELECT 1 FROM orders r WHERE r.reverses_order_id = o.id
+                                          AND r.status IN ('PENDING', 'COMPLETED'))
                      ON CONFLICT (order_id) DO NOTHING
                      RETURNING id, organization_id",
                 )

@@ -63,9 +63,19 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    // ₦1,000 and ₦500 of energy this month.
+    // ₦1,000 and ₦500 of energy this month; ₦300 more, refunded (not revenue).
     deposit(&app, meter, 100_000).await;
     deposit(&app, meter, 50_000).await;
+    let refunded = deposit(&app, meter, 30_000).await;
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", refunded["id"]),
+            &b.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["status"], "COMPLETED", "{:?}", r.body);
 
     let month = this_month();
     let r = app

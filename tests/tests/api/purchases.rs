@@ -228,6 +228,18 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    // An order refunded before the worker saw it buys nothing.
+    let refunded = deposit(&app, s.meter_wallet, 20_000).await;
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", refunded["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    work(&app).await;
+    assert_eq!(purchases_of(&app, &s.finance, s.meter).await.len(), 1);
     // Priced at the grid's HPS tariff once the meter's own is cleared: ₦500 at ₦250 = 2 kWh.
     let r = app
         .put(
