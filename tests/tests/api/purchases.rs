@@ -112,13 +112,14 @@ async fn site(app: &TestApp, name: &str) -> Site {
     }
 }
 
-async fn sts(fail_first: bool) -> MockServer {
+/// An STS generator whose first `failures` answers are 503.
+async fn sts(failures: u64) -> MockServer {
     let server = MockServer::start().await;
-    if fail_first {
+    if failures > 0 {
         Mock::given(method("POST"))
             .and(path("/token"))
             .respond_with(ResponseTemplate::new(503))
-            .up_to_n_times(1)
+            .up_to_n_times(failures)
             .with_priority(1)
             .mount(&server)
             .await;
@@ -161,7 +162,7 @@ async fn interaction(app: &TestApp, who: &As, id: &Value) -> Value {
 
 #[actix_web::test]
 async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
-    let sts = sts(false).await;
+    let sts = sts(0).await;
     let app = app_with(&sts).await;
     let s = site(&app, "Buy").await;
     // ₦1,000 at ₦300/kWh (the meter's own tariff) = 3.33… kWh → 3.4 kWh.
@@ -259,7 +260,7 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
 
 #[actix_web::test]
 async fn a_token_failure_is_visible_and_redelivered_with_a_fresh_token() {
-    let sts = sts(true).await;
+    let sts = sts(1).await;
     let app = app_with(&sts).await;
     let s = site(&app, "Fail").await;
     deposit(&app, s.meter_wallet, 100_000).await;
@@ -332,7 +333,7 @@ async fn a_token_failure_is_visible_and_redelivered_with_a_fresh_token() {
 
 #[actix_web::test]
 async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
-    let sts = sts(true).await;
+    let sts = sts(2).await;
     let app = app_with(&sts).await;
     let s = site(&app, "Refund").await;
     let order = deposit(&app, s.meter_wallet, 100_000).await;
@@ -340,6 +341,24 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
     let p = purchases_of(&app, &s.finance, s.meter).await[0].clone();
     assert_eq!(p["status"], "FAILED");
     assert_eq!(balance(&app, s.meter_wallet).await, 100_000);
+
+    // The generator is still down: the re-delivery shows it FAILED again, with the reason.
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+            &s.support,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "FAILED");
+    assert!(r.body["interaction_id"].is_null());
+    assert!(
+        r.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("STS generator")
+    );
 
     // SUPPORT re-delivers tokens but does not move money.
     let r = app
@@ -393,7 +412,7 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
 
 #[actix_web::test]
 async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
-    let sts = sts(true).await;
+    let sts = sts(1).await;
     let app = app_with(&sts).await;
     let s = site(&app, "Own").await;
     deposit(&app, s.meter_wallet, 100_000).await;

@@ -80,8 +80,8 @@ pub async fn get_one(caller: Caller, state: State, id: web::Path<i64>) -> ApiRes
 }
 
 /// Re-delivers a FAILED purchase: a new TOP_UP with a fresh STS token and the same energy (409
-/// unless FAILED; 503 when no STS generator answers, the purchase then stays FAILED with the
-/// reason). Needs `token_redeliver`.
+/// unless FAILED). When the token still cannot be generated the answer shows the purchase FAILED
+/// again with the new reason. Needs `token_redeliver`.
 #[utoipa::path(post, path = "/api/v1/purchases/{id}/redeliver", tag = "purchases",
     responses((status = 200, body = Purchase), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 #[post("/purchases/{id}/redeliver")]
