@@ -34,6 +34,44 @@ struct IdRow {
     id: i64,
 }
 
+/// A posting as the column arrays the SQL unnests: one element per entry, and the final balance
+/// of each wallet (the balance after its last entry). Empty for an order posted nothing.
+#[derive(Default)]
+pub(crate) struct PostingColumns {
+    pub(crate) wallets: Vec<i64>,
+    pub(crate) currencies: Vec<String>,
+    pub(crate) amounts: Vec<i64>,
+    pub(crate) final_ids: Vec<i64>,
+    pub(crate) final_balances: Vec<i64>,
+}
+
+impl PostingColumns {
+    pub(crate) fn of(posting: &Posting, after: &[i64]) -> Self {
+        let entries = posting.entries();
+        let wallets: Vec<i64> = entries.iter().map(|e| e.wallet.get()).collect();
+        let currencies = entries
+            .iter()
+            .map(|e| e.currency.as_str().to_owned())
+            .collect();
+        let amounts = entries.iter().map(|e| e.amount).collect();
+        let mut finals: Vec<(i64, i64)> = Vec::new();
+        for (w, b) in wallets.iter().zip(after) {
+            match finals.iter_mut().find(|(id, _)| id == w) {
+                Some(slot) => slot.1 = *b,
+                None => finals.push((*w, *b)),
+            }
+        }
+        let (final_ids, final_balances) = finals.into_iter().unzip();
+        Self {
+            wallets,
+            currencies,
+            amounts,
+            final_ids,
+            final_balances,
+        }
+    }
+}
+
 /// Writes `posting` for `order_id`; `after` is what [`Posting::apply`] returned for it on the
 /// locked wallets. Returns the ledger transaction id.
 pub(crate) async fn post(
@@ -43,22 +81,13 @@ pub(crate) async fn post(
     posting: &Posting,
     after: &[i64],
 ) -> Result<i64> {
-    let entries = posting.entries();
-    let wallets: Vec<i64> = entries.iter().map(|e| e.wallet.get()).collect();
-    let currencies: Vec<String> = entries
-        .iter()
-        .map(|e| e.currency.as_str().to_owned())
-        .collect();
-    let amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
-    // The final balance of each wallet is the balance after its last entry.
-    let mut finals: Vec<(i64, i64)> = Vec::new();
-    for (w, b) in wallets.iter().zip(after) {
-        match finals.iter_mut().find(|(id, _)| id == w) {
-            Some(slot) => slot.1 = *b,
-            None => finals.push((*w, *b)),
-        }
-    }
-    let (final_ids, final_balances): (Vec<i64>, Vec<i64>) = finals.into_iter().unzip();
+    let PostingColumns {
+        wallets,
+        currencies,
+        amounts,
+        final_ids,
+        final_balances,
+    } = PostingColumns::of(posting, after);
     let row: IdRow = diesel::sql_query(
         "WITH t AS (
              INSERT INTO ledger_transactions (order_id, kind) VALUES ($1, $2) RETURNING id

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use kernel::{
     AccountId, ApiKeyId, Currency, DomainError, GridId, OrderId, OrganizationId, PageRequest,
@@ -28,12 +28,12 @@ use payments::{
 use serde_json::json;
 
 use crate::audit::record;
-use crate::ledger::{connection_fees, ledger_error, post};
+use crate::ledger::{PostingColumns, connection_fees, ledger_error};
 use crate::schema::{orders as o, wallets as w};
 use crate::wallets::{WalletRow, load_wallet, lock_wallets, system_wallet};
 use crate::{Db, Result, StoreError};
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = o)]
 pub(crate) struct OrderRow {
     pub(crate) id: i64,
@@ -110,8 +110,7 @@ impl OrderRow {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = o)]
+/// A new order's columns.
 struct NewOrderRow<'a> {
     organization_id: i64,
     sender_wallet_id: i64,
@@ -133,7 +132,6 @@ struct NewOrderRow<'a> {
     idempotency_key: Option<&'a str>,
     reverses_order_id: Option<i64>,
     failure_reason: Option<&'a str>,
-    completed_at: Option<DateTime<Utc>>,
 }
 
 /// The sender and receiver of a new order, as locked (or loaded) with their context.
@@ -248,9 +246,9 @@ fn find<'a>(rows: &'a [WalletRow], id: i64) -> Result<&'a WalletRow> {
         .ok_or(StoreError::Domain(DomainError::NotFound("wallet")))
 }
 
-/// Inserts the order, posts it when `after` is given (the posting applied), keeps connection
-/// fees in step and audits; all in the caller's transaction.
-#[allow(clippy::too_many_arguments)]
+/// Inserts the order, posts it when `after` is given (the posting applied) and audits, in one
+/// statement (one round trip on the hot path); then keeps connection fees in step. All in the
+/// caller's transaction.
 async fn record_order(
     c: &mut AsyncPgConnection,
     row: NewOrderRow<'_>,
@@ -260,27 +258,88 @@ async fn record_order(
     rows: &[WalletRow],
     audit: &AuditDraft,
 ) -> Result<Order> {
-    let order: OrderRow = diesel::insert_into(o::table)
-        .values(&row)
-        .returning(OrderRow::as_returning())
-        .get_result(c)
-        .await?;
-    if let Some(after) = after {
-        post(c, order.id, kind, posting, &after).await?;
+    let mut details = audit.details.clone();
+    if let serde_json::Value::Object(m) = &mut details {
+        m.insert("status".into(), json!(row.status));
+        m.insert("sender_wallet_id".into(), json!(row.sender_wallet_id));
+        m.insert("receiver_wallet_id".into(), json!(row.receiver_wallet_id));
+        if let Some(r) = row.failure_reason {
+            m.insert("failure_reason".into(), json!(r));
+        }
+    }
+    let posted = after.is_some();
+    let cols = match &after {
+        Some(a) => PostingColumns::of(posting, a),
+        None => PostingColumns::default(),
+    };
+    let order: OrderRow = diesel::sql_query(
+        "WITH o AS (
+             INSERT INTO orders (organization_id, sender_wallet_id, receiver_wallet_id, amount_minor,
+                 currency, order_type, status, sender_owner_type, receiver_owner_type, grid_id,
+                 is_hidden_from_reporting, provider, external_reference, payment_method,
+                 payment_channel, author_account_id, author_api_key_id, idempotency_key,
+                 reverses_order_id, failure_reason, completed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, CASE WHEN $21 THEN now() END)
+             RETURNING *
+         ), t AS (
+             INSERT INTO ledger_transactions (order_id, kind) SELECT o.id, $22 FROM o WHERE $21
+             RETURNING id
+         ), e AS (
+             INSERT INTO ledger_entries (transaction_id, wallet_id, currency, amount_minor, balance_after_minor)
+             SELECT t.id, x.wallet_id, x.currency, x.amount, x.balance_after
+             FROM t, unnest($23::bigint[], $24::text[], $25::bigint[], $26::bigint[])
+                  AS x(wallet_id, currency, amount, balance_after)
+         ), u AS (
+             UPDATE wallets w SET balance_minor = v.balance, updated_at = now()
+             FROM unnest($27::bigint[], $28::bigint[]) AS v(id, balance)
+             WHERE w.id = v.id AND $21
+         ), a AS (
+             INSERT INTO audit_events (organization_id, actor_account_id, actor_api_key_id, action,
+                                       resource_type, resource_id, details)
+             SELECT o.organization_id, $29, $30, $31, 'order', o.id, $32 FROM o
+         )
+         SELECT * FROM o",
+    )
+    .bind::<BigInt, _>(row.organization_id)
+    .bind::<BigInt, _>(row.sender_wallet_id)
+    .bind::<BigInt, _>(row.receiver_wallet_id)
+    .bind::<BigInt, _>(row.amount_minor)
+    .bind::<Text, _>(row.currency)
+    .bind::<Nullable<Text>, _>(row.order_type)
+    .bind::<Text, _>(row.status)
+    .bind::<Text, _>(row.sender_owner_type)
+    .bind::<Text, _>(row.receiver_owner_type)
+    .bind::<Nullable<BigInt>, _>(row.grid_id)
+    .bind::<Bool, _>(row.is_hidden_from_reporting)
+    .bind::<Nullable<Text>, _>(row.provider)
+    .bind::<Nullable<Text>, _>(row.external_reference)
+    .bind::<Nullable<Text>, _>(row.payment_method)
+    .bind::<Nullable<Text>, _>(row.payment_channel)
+    .bind::<Nullable<BigInt>, _>(row.author_account_id)
+    .bind::<Nullable<BigInt>, _>(row.author_api_key_id)
+    .bind::<Nullable<Text>, _>(row.idempotency_key)
+    .bind::<Nullable<BigInt>, _>(row.reverses_order_id)
+    .bind::<Nullable<Text>, _>(row.failure_reason)
+    .bind::<Bool, _>(posted)
+    .bind::<Text, _>(kind)
+    .bind::<Array<BigInt>, _>(&cols.wallets)
+    .bind::<Array<Text>, _>(&cols.currencies)
+    .bind::<Array<BigInt>, _>(&cols.amounts)
+    .bind::<Array<BigInt>, _>(after.as_deref().unwrap_or_default())
+    .bind::<Array<BigInt>, _>(&cols.final_ids)
+    .bind::<Array<BigInt>, _>(&cols.final_balances)
+    .bind::<Nullable<BigInt>, _>(audit.actor_account_id.map(|a| a.get()))
+    .bind::<Nullable<BigInt>, _>(audit.actor_api_key_id.map(|k| k.get()))
+    .bind::<Text, _>(audit.action)
+    .bind::<diesel::sql_types::Jsonb, _>(&details)
+    .get_result(c)
+    .await?;
+    if posted {
         let connections: Vec<(WalletId, i64)> =
             rows.iter().filter_map(WalletRow::connection).collect();
         connection_fees(c, posting, &connections).await?;
     }
-    let mut draft = audit.clone();
-    if let serde_json::Value::Object(m) = &mut draft.details {
-        m.insert("status".into(), json!(order.status));
-        m.insert("sender_wallet_id".into(), json!(order.sender_wallet_id));
-        m.insert("receiver_wallet_id".into(), json!(order.receiver_wallet_id));
-        if let Some(r) = &order.failure_reason {
-            m.insert("failure_reason".into(), json!(r));
-        }
-    }
-    record(c, order.organization_id, "order", Some(order.id), &draft).await?;
     order.into_order()
 }
 
@@ -349,7 +408,6 @@ impl Db {
                 idempotency_key: d.idempotency_key.as_deref(),
                 reverses_order_id: None,
                 failure_reason: reason.as_deref(),
-                completed_at: after.as_ref().map(|_| Utc::now()),
             };
             record_order(c, row, &posting, after, "TRANSFER", &rows, &audit).await
         })
@@ -452,7 +510,6 @@ impl Db {
                 idempotency_key: None,
                 reverses_order_id: Some(original.id),
                 failure_reason: reason.as_deref(),
-                completed_at: after.as_ref().map(|_| Utc::now()),
             };
             record_order(c, row, &posting, after, "REVERSAL", &rows, &audit).await
         })
@@ -632,7 +689,6 @@ impl Db {
                 idempotency_key: n.idempotency_key.as_deref(),
                 reverses_order_id: None,
                 failure_reason: None,
-                completed_at: None,
             };
             record_order(c, row, &posting, None, "PAYMENT", &[], &audit).await
         })
