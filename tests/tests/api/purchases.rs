@@ -499,3 +499,28 @@ async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
     let r = app.get("/api/v1/purchases", &other_finance).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
 }
+
+#[actix_web::test]
+async fn purchase_and_payout_routes_are_in_the_openapi_document() {
+    let app = TestApp::start().await;
+    let r = app.get("/api/v1/openapi.json", &As::Nobody).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let paths = &r.body["paths"];
+    for p in [
+        "/api/v1/purchases",
+        "/api/v1/purchases/{id}",
+        "/api/v1/purchases/{id}/redeliver",
+        "/api/v1/purchases/{id}/refund",
+        "/api/v1/meters/{id}/tariff",
+        "/api/v1/payouts",
+        "/api/v1/payouts/{id}",
+        "/api/v1/payouts/{id}/approve",
+        "/api/v1/payouts/{id}/pay",
+        "/api/v1/grids/{id}/payout-terms",
+    ] {
+        assert!(
+            paths.get(p).is_some(),
+            "{p} is missing from the OpenAPI document"
+        );
+    }
+}
