@@ -162,6 +162,11 @@ bench-pipeline:
     bash scripts/deps.sh
     bash scripts/bench-pipeline.sh
 
+# Only the ledger transfer benchmark (1,000 wallets, concurrency 32, vs pgbench; scripts/bench-ledger.sh).
+bench-ledger:
+    bash scripts/deps.sh
+    bash scripts/bench-ledger.sh
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -132,7 +132,7 @@ say "pgbench: the same transaction for ${dur}s at concurrency $conc"
 pg_out=$("$pgbench_bin" -n -M prepared -c "$conc" -j 2 -T "$dur" -r -f /tmp/tiamat-bench-ledger.sql "$bench_url" 2>&1)
 pg_tps=$(printf '%s\n' "$pg_out" | awk '/^tps/ {print int($3); exit}')
 pg_lat=$(printf '%s\n' "$pg_out" | awk '/^latency average/ {print $4; exit}')
-pg_failed=$(printf '%s\n' "$pg_out" | awk '/failed transactions/ {print $4; exit}')
+pg_failed=$(printf '%s\n' "$pg_out" | awk '/number of failed transactions/ {print $5; exit}')
 
 say "tiamat ledger verify"
 if verify=$("$bin" ledger verify 2>&1); then verified="sound"; else verified="NOT SOUND"; fi

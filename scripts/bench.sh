@@ -184,3 +184,7 @@ bash scripts/bench-batches.sh
 # End-to-end command latency through meter-sim (its own database and server).
 echo
 bash scripts/bench-pipeline.sh
+
+# Wallet-to-wallet transfers through the ledger vs pgbench (its own database and server).
+echo
+bash scripts/bench-ledger.sh

@@ -154,7 +154,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if sound {
                 Ok(())
             } else {
-                Err(anyhow::anyhow!("the ledger is not sound (offences listed above)"))
+                Err(anyhow::anyhow!(
+                    "the ledger is not sound (offences listed above)"
+                ))
             }
         }
         Command::Serve => serve(app, &config).await,

@@ -240,7 +240,7 @@ pub(crate) async fn lock_order_by_reference(
         .optional()?)
 }
 
-fn find<'a>(rows: &'a [WalletRow], id: i64) -> Result<&'a WalletRow> {
+fn find(rows: &[WalletRow], id: i64) -> Result<&WalletRow> {
     rows.iter()
         .find(|r| r.id() == id)
         .ok_or(StoreError::Domain(DomainError::NotFound("wallet")))
@@ -824,7 +824,7 @@ async fn is_hidden(c: &mut AsyncPgConnection, wallet: i64) -> Result<bool> {
     .bind::<BigInt, _>(wallet)
     .load(c)
     .await?;
-    Ok(rows.iter().next().is_some_and(|r| r.ctx_hidden))
+    Ok(<[HiddenRow]>::first(&rows).is_some_and(|r| r.ctx_hidden))
 }
 
 #[async_trait]

@@ -335,7 +335,9 @@ WHERE w.{column} = $1 AND ($2::text IS NULL OR w.currency = $2) ORDER BY w.id LI
             .load(&mut conn)
             .await
             .map_err(StoreError::from)?;
-        Ok(rows.iter().next().map(WalletRow::to_wallet).transpose()?)
+        Ok(<[WalletRow]>::first(&rows)
+            .map(WalletRow::to_wallet)
+            .transpose()?)
     }
 
     pub(crate) async fn wallet_statement(
