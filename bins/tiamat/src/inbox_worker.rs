@@ -99,7 +99,7 @@ pub async fn run_once(
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
 ) -> Result<usize, kernel::DomainError> {
-    run_once_with_payments(inbox, telemetry, delivery, None).await
+    run_once_with_payments(inbox, telemetry, delivery, None, None).await
 }
 
 /// [`run_once`], with Flutterwave events handled by `checkout` (without it they wait).
@@ -108,13 +108,14 @@ pub async fn run_once_with_payments(
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
     checkout: Option<&payments::checkout::CheckoutService>,
+    payouts: Option<&payments::payouts::PayoutService>,
 ) -> Result<usize, kernel::DomainError> {
     let claimed = inbox.claim(BATCH, LEASE_SECS).await?;
     for e in &claimed {
         let (source, handled) = match (e.source.as_str(), checkout) {
             ("flutterwave", Some(checkout)) => (
                 "flutterwave",
-                crate::payment_worker::handle(checkout, e).await,
+                crate::payment_worker::handle(checkout, payouts, e).await,
             ),
             ("flutterwave", None) => ("flutterwave", Err("no payment pipeline here".into())),
             _ => ("chirpstack", handle(telemetry, delivery, e).await),
@@ -147,10 +148,17 @@ pub fn spawn(
     let db = app.db.clone();
     let wake = app.state.wakes.inbox.clone();
     let checkout = app.state.checkout.clone();
+    let payouts = app.state.services.payouts.clone();
     tokio::spawn(async move {
         loop {
-            match run_once_with_payments(inbox.as_ref(), &db, delivery.as_ref(), Some(&checkout))
-                .await
+            match run_once_with_payments(
+                inbox.as_ref(),
+                &db,
+                delivery.as_ref(),
+                Some(&checkout),
+                Some(&payouts),
+            )
+            .await
             {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {

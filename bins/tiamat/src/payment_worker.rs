@@ -9,10 +9,16 @@ use std::time::Duration;
 use chrono::Utc;
 use flutterwave::webhook::{self, WebhookEvent};
 use grids::telemetry::ClaimedEvent;
+use payments::ProviderStatus;
 use payments::checkout::CheckoutService;
+use payments::payouts::PayoutService;
 
 /// What became of one Flutterwave event (recorded on its inbox row); `Err` retries it later.
-pub async fn handle(checkout: &CheckoutService, e: &ClaimedEvent) -> Result<String, String> {
+pub async fn handle(
+    checkout: &CheckoutService,
+    payouts: Option<&PayoutService>,
+    e: &ClaimedEvent,
+) -> Result<String, String> {
     let body = serde_json::to_vec(&e.payload).map_err(|err| err.to_string())?;
     // Authenticated when it was stored; parsed again here from the stored JSON.
     let event = webhook::parse(&body).map_err(|err| err.to_string())?;
@@ -24,15 +30,44 @@ pub async fn handle(checkout: &CheckoutService, e: &ClaimedEvent) -> Result<Stri
             .on_charge_completed(&transaction_id, tx_ref.as_deref())
             .await
             .map_err(|err| err.to_string()),
-        // Payout transfers are tracked by the payouts workflow; the event is kept for it.
-        WebhookEvent::TransferCompleted {
-            transfer_id,
-            status,
-            ..
-        } => Ok(format!(
-            "transfer {transfer_id} reported {}: recorded",
-            status.as_deref().unwrap_or("without a status")
-        )),
+        WebhookEvent::TransferCompleted { transfer_id, .. } => {
+            let Some(payouts) = payouts else {
+                return Ok(format!("transfer {transfer_id}: no payouts here; recorded"));
+            };
+            // The body only names the transfer: its outcome is read back from the provider.
+            let Some(transfer) = checkout
+                .verify_transfer(&transfer_id)
+                .await
+                .map_err(|err| err.to_string())?
+            else {
+                return Ok(format!("transfer {transfer_id} is unknown to the provider"));
+            };
+            let succeeded = match transfer.status {
+                ProviderStatus::Successful => true,
+                ProviderStatus::Failed => false,
+                // Not final yet at the provider: look again later.
+                ProviderStatus::Pending => {
+                    return Err(format!("transfer {transfer_id} is still pending"));
+                }
+            };
+            let payout = payouts
+                .transfer_outcome(
+                    &transfer.reference,
+                    Some(transfer.provider_id.clone()),
+                    succeeded,
+                    transfer.failure_reason.clone(),
+                )
+                .await
+                .map_err(|err| err.to_string())?;
+            Ok(match payout {
+                Some(p) => format!(
+                    "payout {p}: transfer {} {}",
+                    transfer.provider_id,
+                    if succeeded { "succeeded" } else { "failed" }
+                ),
+                None => format!("transfer {transfer_id} is for no payout of ours"),
+            })
+        }
         WebhookEvent::Other { event } => Ok(format!("{event}: recorded")),
     }
 }

@@ -21,6 +21,7 @@ use kernel::{Currency, MinorUnits, OrganizationId};
 use payments::{
     CredentialSource, GatewayError, HostedPayment, HostedPaymentRequest, Money, PaymentGateway,
     ProviderCredentials, ProviderStatus, TransferRequest, TransferResult, VerifiedPayment,
+    VerifiedTransfer,
 };
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -246,6 +247,8 @@ struct TransferBody<'a> {
 struct Transfer {
     id: Box<RawValue>,
     status: Option<String>,
+    reference: Option<String>,
+    complete_message: Option<String>,
 }
 
 fn is_not_found_message(message: &str) -> bool {
@@ -458,6 +461,32 @@ impl PaymentGateway for FlutterwaveGateway {
         Ok(TransferResult {
             provider_id: raw_text(&t.id).ok_or_else(|| malformed("a transfer id"))?,
             status: payment_status(t.status.as_deref().unwrap_or("")),
+        })
+    }
+
+    async fn verify_transfer(
+        &self,
+        org: Option<OrganizationId>,
+        provider_id: &str,
+    ) -> Result<VerifiedTransfer, GatewayError> {
+        let id = valid_provider_id(provider_id)?;
+        let url = self.url(&format!("v3/transfers/{id}"))?;
+        let data = self
+            .call("verify_transfer", org, |http| Ok(http.get(url)))
+            .await?;
+        let t: Transfer = serde_json::from_str(data.get()).map_err(|_| malformed("a transfer"))?;
+        let status = payment_status(t.status.as_deref().unwrap_or(""));
+        Ok(VerifiedTransfer {
+            provider_id: raw_text(&t.id).ok_or_else(|| malformed("a transfer id"))?,
+            reference: t.reference.unwrap_or_default(),
+            status,
+            failure_reason: match status {
+                ProviderStatus::Failed => t
+                    .complete_message
+                    .map(|m| m.chars().take(MAX_MESSAGE_CHARS).collect())
+                    .filter(|m: &String| !m.is_empty()),
+                ProviderStatus::Successful | ProviderStatus::Pending => None,
+            },
         })
     }
 }

@@ -407,3 +407,41 @@ async fn without_any_account_calls_are_unavailable_and_debug_hides_secrets() {
     let dbg = format!("{:?} {:?}", gateway(&server), creds(PLATFORM_KEY));
     assert!(!dbg.contains(PLATFORM_KEY), "{dbg}");
 }
+
+#[tokio::test]
+async fn verify_transfer_reads_status_reference_and_reason() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/396432"))
+        .and(header(
+            "authorization",
+            format!("Bearer {PLATFORM_KEY}").as_str(),
+        ))
+        .respond_with(success(
+            json!({"id": 396432, "reference": "tiamat-payout-45", "status": "FAILED",
+            "complete_message": "DISBURSE FAILED: Insufficient funds in customer wallet"}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/396433"))
+        .respond_with(success(json!({"id": 396433, "reference": "tiamat-payout-46", "status": "SUCCESSFUL", "complete_message": "Successful"})))
+        .mount(&server)
+        .await;
+    let g = gateway(&server);
+    let t = g.verify_transfer(None, "396432").await.unwrap();
+    assert_eq!(
+        (t.reference.as_str(), t.status),
+        ("tiamat-payout-45", ProviderStatus::Failed)
+    );
+    assert!(t.failure_reason.unwrap().contains("Insufficient funds"));
+    let t = g.verify_transfer(None, "396433").await.unwrap();
+    assert_eq!(
+        (t.status, t.failure_reason),
+        (ProviderStatus::Successful, None)
+    );
+    assert_eq!(
+        g.verify_transfer(None, "1").await,
+        Err(GatewayError::NotFound)
+    );
+}

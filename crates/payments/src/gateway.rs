@@ -68,6 +68,17 @@ pub struct TransferResult {
     pub status: ProviderStatus,
 }
 
+/// A transfer as the provider's API reports it (a webhook only names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTransfer {
+    pub provider_id: String,
+    /// Our reference it was made with.
+    pub reference: String,
+    pub status: ProviderStatus,
+    /// The provider's reason when it failed.
+    pub failure_reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// Timeouts, 5xx, rate limits: try again later.
@@ -115,6 +126,12 @@ pub trait PaymentGateway: Send + Sync {
         org: Option<OrganizationId>,
         request: TransferRequest,
     ) -> Result<TransferResult, GatewayError>;
+    /// Reads a transfer by the provider's id (to confirm what a webhook announced).
+    async fn verify_transfer(
+        &self,
+        org: Option<OrganizationId>,
+        provider_id: &str,
+    ) -> Result<VerifiedTransfer, GatewayError>;
 }
 
 /// What settling a verified payment did.

@@ -26,12 +26,12 @@ pub use credentials::{
 };
 pub use gateway::{
     GatewayError, HostedPayment, HostedPaymentRequest, PaymentGateway, PaymentSettlement,
-    ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,
+    ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment, VerifiedTransfer,
 };
-pub use vocab::{Money, OrderStatus, OrderType, WalletOwner};
 pub use ledger::{LedgerError, Posting, PostingEntry, StatementLine, Wallet};
 pub use orders::{Order, OrderEvent, infer_type, transition};
 pub use service::{
     LedgerStore, MoneyService, NewPaymentOrder, OrderFilter, PaymentOrderStore, RefundDraft,
     RevenueLine, Sender, TransferDraft, WalletFilter,
 };
+pub use vocab::{Money, OrderStatus, OrderType, WalletOwner};

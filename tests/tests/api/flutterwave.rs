@@ -124,6 +124,7 @@ async fn drain_inbox(app: &TestApp) {
             &app.app.db,
             None,
             Some(&app.app.state.checkout),
+            Some(&app.app.state.services.payouts),
         )
         .await
         .expect("inbox worker");
@@ -230,7 +231,7 @@ async fn one_payment_raced_by_webhooks_status_checks_and_verifications_is_credit
 
     // The webhook body claims far more than was paid: only the API's answer counts.
     let body = charge_event(777001, &reference, "5000000");
-    let app = std::sync::Arc::new(app);
+    let app = std::rc::Rc::new(app);
     let mut tasks = Vec::new();
     for i in 0..10 {
         let app = app.clone();
@@ -720,4 +721,84 @@ async fn organizations_keep_their_own_encrypted_credentials_and_webhook() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get(&url, &b.finance).await.body["configured"], false);
+}
+
+#[actix_web::test]
+async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Payout").await;
+    let (_, meter) = meter_wallet(&app, &b, "PAYOUT-1").await;
+    let r = app
+        .patch(
+            &format!("/api/v1/grids/{}", b.grid),
+            &app.root,
+            json!({"is_hidden_from_reporting": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    crate::ledger::deposit(&app, meter, 100_000).await;
+    let tz: chrono_tz::Tz = "Africa/Lagos".parse().unwrap();
+    let month = chrono::Utc::now()
+        .with_timezone(&tz)
+        .format("%Y-%m")
+        .to_string();
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": month}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/payouts/{id}/approve"),
+            &b.finance,
+            json!({"bank_account": {"bank_code": "044", "account_number": "0690000031", "account_name": "Owner"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    Mock::given(method("POST"))
+        .and(path("/v3/transfers"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+            "message": "Transfer Queued Successfully", "data": {"id": 190626, "status": "NEW"}})),
+        )
+        .mount(&server)
+        .await;
+    let r = app
+        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PROCESSING");
+    let reference = r.body["transfer_reference"].as_str().unwrap().to_owned();
+
+    // The body says SUCCESSFUL; Flutterwave's API says it failed: the API wins.
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/190626"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"status": "success", "message": "ok",
+            "data": {"id": 190626, "reference": reference, "status": "FAILED",
+                     "complete_message": "DISBURSE FAILED: Insufficient funds"}}),
+        ))
+        .mount(&server)
+        .await;
+    let body = format!(
+        r#"{{"event":"transfer.completed","event.type":"Transfer","data":{{"id":190626,"reference":"{reference}","status":"SUCCESSFUL"}}}}"#
+    );
+    let r = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    drain_inbox(&app).await;
+    let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
+    assert_eq!(r.body["status"], "FAILED", "{:?}", r.body);
+    assert!(
+        r.body["failure_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Insufficient funds"),
+        "{:?}",
+        r.body
+    );
 }
