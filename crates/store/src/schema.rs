@@ -545,12 +545,7 @@ diesel::table! {
 
 diesel::joinable!(ledger_entries -> ledger_transactions (transaction_id));
 diesel::joinable!(ledger_transactions -> orders (order_id));
-diesel::allow_tables_to_appear_in_same_query!(
-    wallets,
-    orders,
-    ledger_transactions,
-    ledger_entries
-);
+diesel::allow_tables_to_appear_in_same_query!(wallets, orders, ledger_transactions, ledger_entries);
 
 diesel::table! {
     payment_provider_credentials (id) {
