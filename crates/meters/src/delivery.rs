@@ -506,7 +506,7 @@ impl DeliveryService {
         };
         let moved = self.repo.failed(d, plan, history).await?;
         if moved == Some(InteractionStatus::Failed) {
-            self.finished(d, None).await?;
+            self.finished(d).await?;
         }
         Ok(moved)
     }
@@ -636,7 +636,7 @@ impl DeliveryService {
 
     /// A finished row (not successful) no longer carries an intent; a read that failed leaves
     /// the commands it was verifying unverifiable.
-    async fn finished(&self, d: &Delivery, _: Option<()>) -> Result<(), DomainError> {
+    async fn finished(&self, d: &Delivery) -> Result<(), DomainError> {
         self.update_shadow(d.meter_id, |s| s.interaction_finished(d.id))
             .await?;
         self.settle_verifications(d.meter_id, d.id, InteractionStatus::Failed, &[])

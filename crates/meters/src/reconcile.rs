@@ -29,6 +29,25 @@ pub enum ReconciliationMode {
     On,
 }
 
+impl ReconciliationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconciliationMode::Off => "OFF",
+            ReconciliationMode::Shadow => "SHADOW",
+            ReconciliationMode::On => "ON",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "OFF" => Some(ReconciliationMode::Off),
+            "SHADOW" => Some(ReconciliationMode::Shadow),
+            "ON" => Some(ReconciliationMode::On),
+            _ => None,
+        }
+    }
+}
+
 /// Cooldowns and caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconcilePolicy {

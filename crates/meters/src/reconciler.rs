@@ -395,22 +395,3 @@ impl Reconciler {
         Ok(())
     }
 }
-
-impl ReconciliationMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReconciliationMode::Off => "OFF",
-            ReconciliationMode::Shadow => "SHADOW",
-            ReconciliationMode::On => "ON",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "OFF" => Some(ReconciliationMode::Off),
-            "SHADOW" => Some(ReconciliationMode::Shadow),
-            "ON" => Some(ReconciliationMode::On),
-            _ => None,
-        }
-    }
-}

@@ -167,40 +167,8 @@ async fn summary_update(
         diesel::query_builder::SqlQuery,
     >,
 ) -> StoreResult<Option<Summary>> {
-    let rows: Vec<SummaryRow> = query.load(c).await?;
-    Ok(rows.into_iter().next().map(Summary::from))
-}
-
-#[derive(QueryableByName)]
-struct SummaryRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    meter_id: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    grid_id: Option<i64>,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    updated_at: DateTime<Utc>,
-}
-
-impl From<SummaryRow> for Summary {
-    fn from(r: SummaryRow) -> Self {
-        Summary {
-            id: r.id,
-            meter_id: r.meter_id,
-            grid_id: r.grid_id,
-            kind: r.kind,
-            status: r.status,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
+    let rows: Vec<Summary> = query.load(c).await?;
+    Ok(rows.into_iter().next())
 }
 
 /// The compare-and-set guard of a write about `d`: same attempt, same stage, still PROCESSING.

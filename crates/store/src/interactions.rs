@@ -96,8 +96,9 @@ fn to_pending(r: PendingRow) -> StoreResult<PendingInteraction> {
     })
 }
 
-/// What a live event says about a row (never the token).
-#[derive(Queryable, Selectable)]
+/// What a live event says about a row (never the token). Also read from raw SQL returning
+/// these columns (deliveries.rs).
+#[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = mi)]
 pub(crate) struct Summary {
     pub(crate) id: i64,
