@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::audit::record;
 use crate::orders::{cas_status, lock_order_by_reference};
 use crate::wallets::lock_wallets;
+use crate::prepared::Prepare;
 use crate::{Db, Result, StoreError};
 
 #[derive(diesel::QueryableByName)]
@@ -113,6 +114,7 @@ pub(crate) async fn post(
     .bind::<Array<BigInt>, _>(after)
     .bind::<Array<BigInt>, _>(&final_ids)
     .bind::<Array<BigInt>, _>(&final_balances)
+    .prepared()
     .get_result(c)
     .await?;
     Ok(row.id)
@@ -140,6 +142,7 @@ pub(crate) async fn connection_fees(
         )
         .bind::<BigInt, _>(*connection)
         .bind::<BigInt, _>(e.amount)
+        .prepared()
         .execute(c)
         .await?;
     }

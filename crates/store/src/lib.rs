@@ -29,6 +29,7 @@ mod organizations;
 pub mod payment_checkout;
 pub mod payment_credentials;
 mod payouts;
+mod prepared;
 mod principals;
 mod purchases;
 mod reconciliation;

@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::audit::record;
 use crate::ledger::{PostingColumns, connection_fees, ledger_error};
+use crate::prepared::Prepare;
 use crate::schema::{orders as o, wallets as w};
 use crate::wallets::{WalletRow, load_wallet, lock_wallets, system_wallet};
 use crate::{Db, Result, StoreError};
@@ -333,6 +334,7 @@ async fn record_order(
     .bind::<Nullable<BigInt>, _>(audit.actor_api_key_id.map(|k| k.get()))
     .bind::<Text, _>(audit.action)
     .bind::<diesel::sql_types::Jsonb, _>(&details)
+    .prepared()
     .get_result(c)
     .await?;
     if posted {

@@ -10,6 +10,7 @@
 //! * [`Db::wallet_of_owner`]: the wallet of an owner (e.g. a meter's, for a top-up).
 
 use chrono::{DateTime, Utc};
+use diesel::OptionalExtension;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{
@@ -18,6 +19,7 @@ use kernel::{
 };
 use payments::{StatementLine, Wallet, WalletFilter, WalletOwner};
 
+use crate::prepared::Prepare;
 use crate::{Db, Result, StoreError};
 
 #[derive(diesel::QueryableByName)]
@@ -133,6 +135,7 @@ ORDER BY w.id FOR UPDATE OF w"
         .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
         .bind::<Nullable<BigInt>, _>(scope.organization().map(|o| o.get()))
         .bind::<Nullable<BigInt>, _>(allow_system)
+        .prepared()
         .load(c)
         .await?)
 }
@@ -221,6 +224,16 @@ pub(crate) async fn system_wallet(
     key: &str,
     currency: Currency,
 ) -> Result<i64> {
+    let find = || {
+        diesel::sql_query("SELECT id FROM wallets WHERE system_key = $1 AND currency = $2")
+            .bind::<Text, _>(key)
+            .bind::<Text, _>(currency.as_str())
+            .prepared()
+    };
+    if let Some(row) = find().get_result::<IdRow>(c).await.optional()? {
+        return Ok(row.id);
+    }
+    // Opened once per provider and currency; a concurrent opener may win the insert.
     diesel::sql_query(
         "INSERT INTO wallets (owner_type, system_key, currency) VALUES ('SYSTEM', $1, $2)
          ON CONFLICT DO NOTHING",
@@ -229,13 +242,7 @@ pub(crate) async fn system_wallet(
     .bind::<Text, _>(currency.as_str())
     .execute(c)
     .await?;
-    let row: IdRow =
-        diesel::sql_query("SELECT id FROM wallets WHERE system_key = $1 AND currency = $2")
-            .bind::<Text, _>(key)
-            .bind::<Text, _>(currency.as_str())
-            .get_result(c)
-            .await?;
-    Ok(row.id)
+    Ok(find().get_result::<IdRow>(c).await?.id)
 }
 
 #[derive(diesel::QueryableByName)]
