@@ -2,7 +2,8 @@
 //!
 //! A [`Posting`] is one balanced movement of money: a set of entries whose amounts sum to zero in
 //! every currency. The only ways to build one ([`Posting::transfer`], [`Posting::new`],
-//! [`Posting::reversal`]) check that, so an unbalanced posting cannot exist. Applying a posting to
+//! [`Posting::reversal`], and the transfers with owner checks [`Posting::energy_sale`] and
+//! [`Posting::payout`]) check that, so an unbalanced posting cannot exist. Applying a posting to
 //! wallet balances ([`Posting::apply`]) refuses to take an ordinary wallet below zero; only
 //! `System` wallets (money entering and leaving through providers) may go negative. Entries are
 //! never changed: a correction is the reversing posting.
@@ -39,6 +40,17 @@ impl Wallet {
     /// Only the outside world's wallets may be overdrawn.
     pub fn may_go_negative(&self) -> bool {
         self.owner.is_system()
+    }
+
+    fn expect_owner(&self, ok: bool, expected: &'static str) -> Result<(), LedgerError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(LedgerError::UnexpectedOwner {
+                wallet: self.id,
+                expected,
+            })
+        }
     }
 }
 
@@ -96,6 +108,11 @@ pub enum LedgerError {
     UnknownWallet(WalletId),
     #[error("amount out of range")]
     Overflow,
+    #[error("wallet {wallet} is not {expected} wallet")]
+    UnexpectedOwner {
+        wallet: WalletId,
+        expected: &'static str,
+    },
 }
 
 /// A balanced set of entries. Private fields: built only through the checking constructors.
@@ -155,6 +172,36 @@ impl Posting {
                 amount: amount.minor.0,
             },
         ])
+    }
+
+    /// The money of delivered energy: the purchase's amount leaves the meter's wallet for the
+    /// wallet of the organization running the meter's grid (the seller).
+    pub fn energy_sale(
+        meter: &Wallet,
+        organization: &Wallet,
+        amount: Money,
+    ) -> Result<Self, LedgerError> {
+        meter.expect_owner(matches!(meter.owner, WalletOwner::Meter(_)), "a meter")?;
+        organization.expect_owner(
+            matches!(organization.owner, WalletOwner::Organization(_)),
+            "an organization",
+        )?;
+        Posting::transfer(meter, organization, amount)
+    }
+
+    /// A payout leaving the organization's wallet through a provider's system wallet (the
+    /// transfer to the grid owner's bank account).
+    pub fn payout(
+        organization: &Wallet,
+        provider: &Wallet,
+        amount: Money,
+    ) -> Result<Self, LedgerError> {
+        organization.expect_owner(
+            matches!(organization.owner, WalletOwner::Organization(_)),
+            "an organization",
+        )?;
+        provider.expect_owner(provider.owner.is_system(), "a system")?;
+        Posting::transfer(organization, provider, amount)
     }
 
     /// The posting that undoes this one (every entry negated). Balanced because this one is.
@@ -234,7 +281,8 @@ pub struct StatementLine {
     pub entry_id: i64,
     pub transaction_id: i64,
     pub order_id: kernel::OrderId,
-    /// `TRANSFER`, `PAYMENT`, `REVERSAL` or `PAYOUT`.
+    /// `TRANSFER`, `PAYMENT`, `REVERSAL`, `ENERGY_SALE` (delivered energy: meter wallet →
+    /// organization), `PAYOUT` (organization → provider) or `PAYOUT_REVERSAL`.
     pub kind: String,
     pub currency: Currency,
     /// Signed minor units: credits positive, debits negative.
@@ -395,6 +443,37 @@ mod tests {
         ];
         let p = Posting::transfer(&ws[0], &ws[1], Money::new(500, ngn())).unwrap();
         assert_eq!(p.apply(&mut ws).unwrap(), vec![-500, 500]);
+    }
+
+    #[test]
+    fn energy_sales_and_payouts_check_who_owns_the_wallets() {
+        let m = wallet(1, WalletOwner::Meter(MeterId(1)), 10);
+        let o = wallet(2, WalletOwner::Organization(OrganizationId(1)), 0);
+        let fw = wallet(3, WalletOwner::System("FLUTTERWAVE".into()), 0);
+        let a = wallet(4, WalletOwner::Agent(AgentId(1)), 0);
+        let sale = Posting::energy_sale(&m, &o, Money::new(10, ngn())).unwrap();
+        assert_eq!(sale.entries(), &[entry(1, -10), entry(2, 10)]);
+        assert_eq!(
+            Posting::energy_sale(&a, &o, Money::new(10, ngn())),
+            Err(LedgerError::UnexpectedOwner {
+                wallet: WalletId(4),
+                expected: "a meter"
+            })
+        );
+        assert!(matches!(
+            Posting::energy_sale(&m, &a, Money::new(10, ngn())),
+            Err(LedgerError::UnexpectedOwner { .. })
+        ));
+        let payout = Posting::payout(&o, &fw, Money::new(7, ngn())).unwrap();
+        assert_eq!(payout.entries(), &[entry(2, -7), entry(3, 7)]);
+        assert!(matches!(
+            Posting::payout(&o, &a, Money::new(7, ngn())),
+            Err(LedgerError::UnexpectedOwner { .. })
+        ));
+        assert!(matches!(
+            Posting::payout(&m, &fw, Money::new(7, ngn())),
+            Err(LedgerError::UnexpectedOwner { .. })
+        ));
     }
 
     #[test]

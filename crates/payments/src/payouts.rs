@@ -579,7 +579,10 @@ pub trait PayoutRepo: Send + Sync {
         by: Actor,
     ) -> Result<bool, DomainError>;
     /// APPROVED or FAILED → PROCESSING; answers the transfer reference to use (kept from an
-    /// unsent attempt, new after a failure), or `None` when the payout was not payable.
+    /// unsent attempt, new after a failure), or `None` when the payout was not payable. Posts the
+    /// payout's money from the organization's wallet to [`PAYOUT_PROVIDER`]'s system wallet in
+    /// the same transaction: `Conflict` (nothing changes) when the organization's wallet cannot
+    /// cover it.
     async fn start_transfer(&self, id: PayoutId, by: Actor) -> Result<Option<String>, DomainError>;
     /// Records the provider's id of the transfer `reference` (still PROCESSING).
     async fn transfer_accepted(
@@ -587,7 +590,9 @@ pub trait PayoutRepo: Send + Sync {
         reference: &str,
         provider_id: &str,
     ) -> Result<(), DomainError>;
-    /// PROCESSING → PAID, FAILED or (not sent) APPROVED for the transfer `reference`. Answers
+    /// PROCESSING → PAID, FAILED or (not sent) APPROVED for the transfer `reference`; FAILED and
+    /// APPROVED give the posted money back to the organization's wallet in the same transaction
+    /// (PAID leaves the ledger as it is). Answers
     /// the payout when it moved, `None` when no PROCESSING payout has that reference (a repeated
     /// or stale outcome: nothing changes).
     async fn settle_transfer(
@@ -597,6 +602,10 @@ pub trait PayoutRepo: Send + Sync {
         outcome: TransferOutcome,
     ) -> Result<Option<PayoutId>, DomainError>;
 }
+
+/// The provider payouts are transferred through: its system wallet receives a payout's money when
+/// the transfer starts (and gives it back when the transfer fails or never reached it).
+pub const PAYOUT_PROVIDER: &str = crate::checkout::FLUTTERWAVE;
 
 #[derive(Clone)]
 pub struct PayoutService {

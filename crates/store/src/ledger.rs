@@ -25,8 +25,8 @@ use serde_json::json;
 
 use crate::audit::record;
 use crate::orders::{cas_status, lock_order_by_reference};
-use crate::wallets::lock_wallets;
 use crate::prepared::Prepare;
+use crate::wallets::lock_wallets;
 use crate::{Db, Result, StoreError};
 
 #[derive(diesel::QueryableByName)]
@@ -159,7 +159,8 @@ pub(crate) fn ledger_error(e: LedgerError) -> StoreError {
         | LedgerError::ZeroEntry
         | LedgerError::Unbalanced(_)
         | LedgerError::UnknownWallet(_)
-        | LedgerError::Overflow => DomainError::Internal(e.to_string()),
+        | LedgerError::Overflow
+        | LedgerError::UnexpectedOwner { .. } => DomainError::Internal(e.to_string()),
     };
     StoreError::Domain(d)
 }

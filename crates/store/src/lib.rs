@@ -29,6 +29,7 @@ mod organizations;
 pub mod payment_checkout;
 pub mod payment_credentials;
 mod payouts;
+mod postings;
 mod prepared;
 mod principals;
 mod purchases;

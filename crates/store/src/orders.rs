@@ -453,6 +453,10 @@ impl Db {
             if let Some(e) = earlier {
                 return Err(conflict(format!("the order was refunded by order {e}")));
             }
+            // Money that went on (energy sold, a payout sent) is not the payer's any more.
+            if let Some(why) = crate::postings::refund_refusal(c, original.id).await? {
+                return Err(conflict(why));
+            }
             let entries = posted_entries(c, original.id).await?;
             let posting = Posting::new(entries)
                 .and_then(|p| p.reversal())

@@ -5,6 +5,11 @@
 //! The provider's word on a transfer (Flutterwave's `transfer.completed` webhook) reaches a payout
 //! through [`PayoutRepo::settle_transfer`] keyed by our transfer reference (see
 //! `payments::payouts::PayoutService::transfer_outcome`).
+//!
+//! Money moves with the status: starting a transfer posts the payout as an
+//! `ORGANIZATION_WITHDRAWAL` order (organization wallet → the provider's system wallet, its id in
+//! `payouts.transfer_order_id`); a transfer that fails or never reached the provider is reversed
+//! in the transaction that records it; PAID leaves the ledger as it is.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,13 +18,15 @@ use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use kernel::{Currency, DomainError, GridId, OrganizationId, PageRequest, PayoutId, TenantScope};
 use orgs::AuditDraft;
+use payments::Money;
 use payments::payouts::{
-    BankAccount, GridPayoutTerms, Month, Payout, PayoutBreakdown, PayoutEvent, PayoutFilter,
-    PayoutRepo, PayoutStatus, Period, RentalTerms, Revenue, TransferOutcome,
+    BankAccount, GridPayoutTerms, Month, PAYOUT_PROVIDER, Payout, PayoutBreakdown, PayoutEvent,
+    PayoutFilter, PayoutRepo, PayoutStatus, Period, RentalTerms, Revenue, TransferOutcome,
 };
 use payments::purchase::Actor;
 
 use crate::audit::record;
+use crate::postings::{PayoutWithdrawal, post_payout, reverse_payout};
 use crate::schema::{grids as g, payouts as po};
 use crate::{Db, Result, StoreError};
 
@@ -145,6 +152,32 @@ struct RevenueRow {
 /// attempt the provider never received.
 fn reference(id: i64, attempt: i32) -> String {
     format!("tiamat-payout-{id}-{attempt}")
+}
+
+/// Links the payout to the withdrawal order of its current transfer attempt.
+async fn set_transfer_order(c: &mut AsyncPgConnection, id: i64, order: i64) -> Result<()> {
+    diesel::sql_query("UPDATE payouts SET transfer_order_id = $2 WHERE id = $1")
+        .bind::<BigInt, _>(id)
+        .bind::<BigInt, _>(order)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct TransferOrderRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    transfer_order_id: Option<i64>,
+}
+
+/// The withdrawal order of the payout's current transfer attempt, if it was posted.
+async fn transfer_order(c: &mut AsyncPgConnection, id: i64) -> Result<Option<i64>> {
+    let row: TransferOrderRow =
+        diesel::sql_query("SELECT transfer_order_id FROM payouts WHERE id = $1")
+            .bind::<BigInt, _>(id)
+            .get_result(c)
+            .await?;
+    Ok(row.transfer_order_id)
 }
 
 #[async_trait]
@@ -513,6 +546,27 @@ impl PayoutRepo for Db {
                     _ => attempt + 1,
                 };
                 let reference = reference(id.get(), attempt);
+                let Some(amount) = current.approved_amount_minor else {
+                    return Err(StoreError::Domain(DomainError::Conflict(
+                        "the payout has no approval".into(),
+                    )));
+                };
+                // The money leaves the organization's wallet before the provider is asked to send
+                // it (refused here, nothing is sent); a failed or unsent transfer gives it back.
+                let posted = post_payout(
+                    c,
+                    &PayoutWithdrawal {
+                        payout_id: id.get(),
+                        organization: current.organization_id.get(),
+                        grid: current.grid_id.get(),
+                        amount: Money::new(amount, current.currency),
+                        provider: PAYOUT_PROVIDER,
+                        reference: &reference,
+                    },
+                    by,
+                )
+                .await?;
+                set_transfer_order(c, id.get(), posted.order_id).await?;
                 diesel::update(po::table.find(id.get()))
                     .set((
                         po::status.eq(PayoutStatus::Processing.as_str()),
@@ -533,7 +587,8 @@ impl PayoutRepo for Db {
                         by,
                         "payout.transfer_started",
                         serde_json::json!({"reference": reference,
-                            "amount_minor": current.approved_amount_minor}),
+                            "amount_minor": current.approved_amount_minor,
+                            "order_id": posted.order_id}),
                     ),
                 )
                 .await?;
@@ -617,6 +672,23 @@ impl PayoutRepo for Db {
                     ))
                     .execute(c)
                     .await?;
+                // The transfer will not pay: its money goes back to the organization's wallet
+                // (once: a repeated outcome finds the withdrawal reversed already).
+                let reversal = match next {
+                    PayoutStatus::Failed | PayoutStatus::Approved => {
+                        match transfer_order(c, id).await? {
+                            Some(order) => {
+                                let why = reason.as_deref().unwrap_or("the transfer did not pay");
+                                reverse_payout(c, id, order, why).await?
+                            }
+                            // Started before transfers were posted: nothing to give back.
+                            None => None,
+                        }
+                    }
+                    PayoutStatus::Paid
+                    | PayoutStatus::Processing
+                    | PayoutStatus::WaitingForApproval => None,
+                };
                 record(
                     c,
                     current.organization_id.get(),
@@ -626,7 +698,8 @@ impl PayoutRepo for Db {
                         Actor::default(),
                         action,
                         serde_json::json!({"reference": reference, "provider_id": provider_id,
-                            "reason": reason}),
+                            "reason": reason,
+                            "reversal_order_id": reversal.map(|r| r.order_id)}),
                     ),
                 )
                 .await?;

@@ -3,7 +3,9 @@
 //!
 //! Every status change is a compare-and-set on the status (and on the interaction it waits for)
 //! and is audited in its transaction. A refund locks the purchase row while the ledger posts the
-//! reversing order, so a re-delivery cannot slip in between.
+//! reversing order, so a re-delivery cannot slip in between. Delivery sells the energy: the
+//! purchase's money moves from the meter's wallet to the grid organization's (`ENERGY_SALE`) in
+//! the transaction that marks it DELIVERED, after which its order can no longer be refunded.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,12 +20,14 @@ use kernel::{
 };
 use meters::{InteractionId, InteractionStatus};
 use orgs::AuditDraft;
+use payments::Money;
 use payments::purchase::{
     Actor, CompletedTopUp, FinishedDelivery, Opening, PricingFacts, Purchase, PurchaseFilter,
     PurchaseId, PurchaseRepo, PurchaseStatus, TariffSource,
 };
 
 use crate::audit::record;
+use crate::postings::{EnergySale, post_energy_sale};
 use crate::schema::meter_purchases as mp;
 use crate::{Db, Result, StoreError};
 
@@ -130,6 +134,29 @@ struct FinishedRow {
     status: String,
     #[diesel(sql_type = Nullable<Text>)]
     reason: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct DeliveredRow {
+    #[diesel(sql_type = BigInt)]
+    organization_id: i64,
+    #[diesel(sql_type = BigInt)]
+    order_id: i64,
+    #[diesel(sql_type = BigInt)]
+    meter_wallet_id: i64,
+    #[diesel(sql_type = BigInt)]
+    amount_minor: i64,
+    #[diesel(sql_type = Text)]
+    currency: String,
+    /// The organization running the purchase's grid.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    seller: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct RefundedRow {
+    #[diesel(sql_type = Bool)]
+    refunded: bool,
 }
 
 #[derive(QueryableByName)]
@@ -410,33 +437,68 @@ impl PurchaseRepo for Db {
         let mut conn = self.conn().await?;
         let moved = conn
             .transaction(async |c| {
-                let org: Option<i64> = diesel::update(
-                    mp::table
-                        .filter(mp::id.eq(id.get()))
-                        .filter(mp::status.eq(PurchaseStatus::Pending.as_str()))
-                        .filter(mp::interaction_id.eq(interaction.get())),
+                let row: Option<DeliveredRow> = diesel::sql_query(
+                    "UPDATE meter_purchases p
+                        SET status = 'DELIVERED', failure_reason = NULL, updated_at = now()
+                      WHERE p.id = $1 AND p.status = 'PENDING' AND p.interaction_id = $2
+                  RETURNING p.organization_id, p.order_id, p.meter_wallet_id, p.amount_minor,
+                            p.currency::text AS currency,
+                            (SELECT g.organization_id FROM grids g WHERE g.id = p.grid_id) AS seller",
                 )
-                .set((
-                    mp::status.eq(PurchaseStatus::Delivered.as_str()),
-                    mp::failure_reason.eq(None::<String>),
-                    mp::updated_at.eq(Utc::now()),
-                ))
-                .returning(mp::organization_id)
+                .bind::<BigInt, _>(id.get())
+                .bind::<BigInt, _>(interaction.get())
                 .get_result(c)
                 .await
                 .optional()?;
-                let Some(org) = org else {
+                let Some(row) = row else {
                     return Ok(false);
+                };
+                // The order's row lock orders this with a refund of the order through /orders,
+                // which then finds the purchase delivered and refuses.
+                let reversed: RefundedRow = diesel::sql_query(
+                    "SELECT EXISTS (SELECT 1 FROM orders r WHERE r.reverses_order_id = o.id
+                                      AND r.status IN ('PENDING', 'COMPLETED')) AS refunded
+                     FROM orders o WHERE o.id = $1 FOR UPDATE OF o",
+                )
+                .bind::<BigInt, _>(row.order_id)
+                .get_result(c)
+                .await?;
+                let sale = if reversed.refunded {
+                    // Only a refund racing a re-delivery gets here: the meter has the energy but
+                    // the payer has the money back. Nothing to sell; an operator decides.
+                    tracing::warn!(
+                        purchase = id.get(),
+                        order = row.order_id,
+                        "energy was delivered for a refunded top-up; no sale was posted"
+                    );
+                    metrics::counter!("tiamat_purchases_delivered_after_refund_total")
+                        .increment(1);
+                    None
+                } else {
+                    let amount = Money::new(
+                        row.amount_minor,
+                        Currency::parse(row.currency.trim())
+                            .map_err(|_| corrupt("currency", &row.currency))?,
+                    );
+                    let sale = EnergySale {
+                        purchase_id: id.get(),
+                        order_id: row.order_id,
+                        seller: row.seller.unwrap_or(row.organization_id),
+                        meter_wallet: row.meter_wallet_id,
+                        amount,
+                    };
+                    Some(post_energy_sale(c, &sale, Actor::default()).await?)
                 };
                 record(
                     c,
-                    org,
+                    row.organization_id,
                     "meter_purchase",
                     Some(id.get()),
                     &audit(
                         Actor::default(),
                         "purchase.delivered",
-                        serde_json::json!({"interaction_id": interaction.get()}),
+                        serde_json::json!({"interaction_id": interaction.get(),
+                            "ledger_transaction_id": sale.map(|s| s.transaction_id)}),
                     ),
                 )
                 .await?;

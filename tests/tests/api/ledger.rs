@@ -159,6 +159,33 @@ pub async fn balance(app: &TestApp, wallet: i64) -> i64 {
     r.body["balance"].as_i64().expect("balance")
 }
 
+/// A wallet's statement lines (oldest first), as the platform SUPERADMIN.
+pub async fn statement(app: &TestApp, wallet: i64) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/api/v1/wallets/{wallet}/statement?limit=500"),
+            &app.root,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["items"].as_array().expect("items").clone()
+}
+
+/// The balance of a provider's system wallet in NGN.
+pub async fn system_balance(app: &TestApp, provider: &str) -> i64 {
+    let w = app
+        .app
+        .db
+        .wallet_of_owner(
+            &payments::WalletOwner::System(provider.into()),
+            Some(Currency::parse("NGN").unwrap()),
+        )
+        .await
+        .expect("system wallet")
+        .expect("opened on demand");
+    w.balance.0
+}
+
 pub async fn verify(app: &TestApp) -> (bool, String) {
     let mut out = Vec::new();
     let sound = tiamat::ledger_cli::verify(&app.app.db, &mut out)

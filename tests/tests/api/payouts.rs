@@ -7,7 +7,7 @@ use tiamat_tests::TestApp;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::ledger::{books, deposit, meter_wallet};
+use crate::ledger::{balance, books, deposit, meter_wallet, statement, system_balance, verify};
 
 async fn flutterwave() -> MockServer {
     MockServer::start().await
@@ -137,7 +137,12 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
 
-    // The provider is down: nothing was sent, the payout is APPROVED again.
+    // The organization's wallet holds what the payout pays (top-ups reach it as their energy is
+    // delivered; here as cash).
+    deposit(&app, b.org_wallet, 215_000).await;
+    let provider_before = system_balance(&app, "FLUTTERWAVE").await;
+
+    // The provider is down: nothing was sent, the payout is APPROVED again and its money is back.
     transfer_answers(&fw, 503, json!({"status": "error", "message": "down"})).await;
     let r = app
         .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
@@ -146,6 +151,8 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
     assert_eq!(r.body["status"], "APPROVED");
     let first_reference = r.body["transfer_reference"].clone();
+    assert_eq!(balance(&app, b.org_wallet).await, 215_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider_before);
 
     // Paid: the same reference (the provider deduplicates), ₦2,150.00 to the account.
     Mock::given(method("POST"))
@@ -171,6 +178,11 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     assert!(last.contains("\"amount\":2150.00"), "{last}");
     assert_eq!(r.body["status"], "PROCESSING");
     assert_eq!(r.body["provider_transfer_id"], "190626");
+    assert_eq!(balance(&app, b.org_wallet).await, 0);
+    assert_eq!(
+        system_balance(&app, "FLUTTERWAVE").await,
+        provider_before + 215_000
+    );
     assert_eq!(r.body["transfer_reference"], first_reference);
     // A second pay while the transfer runs is refused (no second transfer).
     let r = app
@@ -194,6 +206,26 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
     assert!(r.body["paid_at"].is_string());
+    // Paid moves nothing more: the money left when the transfer started.
+    assert_eq!(balance(&app, b.org_wallet).await, 0);
+    assert_eq!(
+        system_balance(&app, "FLUTTERWAVE").await,
+        provider_before + 215_000
+    );
+    let kinds: Vec<Value> = statement(&app, b.org_wallet)
+        .await
+        .iter()
+        .map(|l| l["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            json!("TRANSFER"),
+            json!("PAYOUT"),
+            json!("PAYOUT_REVERSAL"),
+            json!("PAYOUT")
+        ]
+    );
 
     let r = app
         .get(
@@ -203,6 +235,8 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }
 
 #[actix_web::test]
@@ -228,6 +262,7 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deposit(&app, b.org_wallet, 80_000).await;
     transfer_answers(
         &fw,
         400,
@@ -246,6 +281,8 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
             .contains("refused")
     );
     let failed_reference = r.body["transfer_reference"].clone();
+    // Refused: the money is back in the organization's wallet.
+    assert_eq!(balance(&app, b.org_wallet).await, 80_000);
     transfer_answers(
         &fw,
         200,
@@ -267,6 +304,9 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
         .collect();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["amount"].as_f64(), Some(800.0));
+    assert_eq!(balance(&app, b.org_wallet).await, 0);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }
 
 #[actix_web::test]
@@ -451,4 +491,129 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app.get("/api/v1/payouts", &other.finance).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+}
+
+/// The payout's money in the ledger: refused without funds (nothing sent), debited from the
+/// organization when the transfer starts, given back once when the provider fails it, debited
+/// once more by the retry, left alone when it is paid.
+#[actix_web::test]
+async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
+    let fw = flutterwave().await;
+    let app = app_with(&fw).await;
+    let b = books(&app, "Moves").await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2021-03"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let one = format!("/api/v1/payouts/{id}");
+    let r = app
+        .post(
+            &format!("{one}/approve"),
+            &b.finance,
+            json!({"approved_amount_minor": 60_000, "bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let provider_before = system_balance(&app, "FLUTTERWAVE").await;
+
+    // The organization's wallet is empty: 409, still APPROVED, nothing sent, nothing posted.
+    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.body["status"], 409);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was sent"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "APPROVED");
+    assert_eq!(fw.received_requests().await.unwrap().len(), 0);
+    assert!(statement(&app, b.org_wallet).await.is_empty());
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider_before);
+
+    // Funded: the transfer starts, the money leaves the organization for the provider.
+    deposit(&app, b.org_wallet, 100_000).await;
+    let queued = json!({"status": "success", "data": {"id": 31, "status": "NEW"}});
+    transfer_answers(&fw, 200, queued.clone()).await;
+    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PROCESSING");
+    let first = r.body["transfer_reference"].as_str().unwrap().to_owned();
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(
+        system_balance(&app, "FLUTTERWAVE").await,
+        provider_before + 60_000
+    );
+    let lines = statement(&app, b.org_wallet).await;
+    let payout = lines.last().unwrap();
+    assert_eq!(payout["kind"], "PAYOUT");
+    assert_eq!(payout["amount"], -60_000);
+    let withdrawal = payout["order_id"].clone();
+    let order = app
+        .get(&format!("/api/v1/orders/{withdrawal}"), &b.finance)
+        .await;
+    assert_eq!(order.status, StatusCode::OK, "{:?}", order.body);
+    assert_eq!(order.body["order_type"], "ORGANIZATION_WITHDRAWAL");
+    assert_eq!(order.body["sender_wallet_id"], b.org_wallet);
+    // A payout's withdrawal is not refunded through /orders.
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{withdrawal}/refund"),
+            &b.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+
+    // The provider fails it (webhook): the money is back, once however often it is reported.
+    let payouts = &app.app.state.services.payouts;
+    for _ in 0..2 {
+        payouts
+            .transfer_outcome(&first, Some("31".into()), false, Some("bank down".into()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "FAILED");
+    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider_before);
+    let reversal = statement(&app, b.org_wallet).await;
+    let reversal = reversal.last().unwrap();
+    assert_eq!(reversal["kind"], "PAYOUT_REVERSAL");
+    assert_eq!(reversal["amount"], 60_000);
+
+    // The retry is debited again (one debit in all), and being paid changes nothing.
+    transfer_answers(&fw, 200, queued).await;
+    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PROCESSING");
+    let second = r.body["transfer_reference"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    payouts
+        .transfer_outcome(&second, Some("32".into()), true, None)
+        .await
+        .unwrap();
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "PAID");
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(
+        system_balance(&app, "FLUTTERWAVE").await,
+        provider_before + 60_000
+    );
+    // A stale failure of the first attempt gives nothing back.
+    payouts
+        .transfer_outcome(&first, None, false, Some("late".into()))
+        .await
+        .unwrap();
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(fw.received_requests().await.unwrap().len(), 2);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }

@@ -8,7 +8,7 @@ use tiamat_tests::{As, TestApp};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::ledger::{balance, deposit, wallet_of};
+use crate::ledger::{balance, deposit, statement, verify, wallet_of};
 
 /// An organization with a grid priced at ₦250/kWh (HPS) and ₦300/kWh (FS), an energised grid,
 /// an online LoRaWAN gateway and an installed, recently seen meter with a decoder key.
@@ -174,8 +174,11 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let org_wallet = wallet_of(&app, "ORGANIZATION", s.org).await;
+    let org_before = balance(&app, org_wallet).await;
     let order = deposit(&app, s.meter_wallet, 100_000).await;
     assert_eq!(order["order_type"], "ENERGY_TOPUP");
+    assert_eq!(balance(&app, s.meter_wallet).await, 100_000);
 
     // Two workers see the completion at once, then again: one purchase, one token.
     tokio::join!(work(&app), work(&app));
@@ -212,6 +215,43 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "DELIVERED");
+    // Delivered energy is sold: the money moved from the meter's wallet to the organization's,
+    // on the top-up's order, and both statements show it.
+    assert_eq!(balance(&app, s.meter_wallet).await, 0);
+    assert_eq!(balance(&app, org_wallet).await, org_before + 100_000);
+    for (wallet, amount, other) in [
+        (s.meter_wallet, -100_000, org_wallet),
+        (org_wallet, 100_000, s.meter_wallet),
+    ] {
+        let lines = statement(&app, wallet).await;
+        let sale: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "ENERGY_SALE")
+            .collect();
+        assert_eq!(sale.len(), 1, "{lines:?}");
+        assert_eq!(sale[0]["amount"], amount);
+        assert_eq!(sale[0]["order_id"], order["id"]);
+        assert_eq!(sale[0]["counterparty_wallet_id"], other);
+    }
+    // Its order can no longer be refunded through /orders: the customer has the energy.
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", order["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("energy already delivered"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(balance(&app, s.meter_wallet).await, 0);
+    assert_eq!(balance(&app, org_wallet).await, org_before + 100_000);
     // A delivered purchase is neither re-delivered nor refunded.
     let r = app
         .post(
@@ -256,6 +296,18 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[1]["energy_wh"], 2_000);
     assert_eq!(list[1]["tariff_source"], "GRID_HPS");
+    // Its energy is on its way: refunding its order now would pay twice if it arrives.
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", list[1]["order_id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(balance(&app, s.meter_wallet).await, 50_000);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }
 
 #[actix_web::test]
@@ -408,6 +460,14 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(balance(&app, s.meter_wallet).await, 0);
+    // Nothing was sold: no energy sale on either wallet.
+    let lines = statement(&app, s.meter_wallet).await;
+    assert!(
+        lines.iter().all(|l| l["kind"] != "ENERGY_SALE"),
+        "{lines:?}"
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }
 
 #[actix_web::test]
