@@ -760,6 +760,8 @@ async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // The payout's money leaves the organization's wallet when the transfer starts.
+    crate::ledger::deposit(&app, b.org_wallet, 100_000).await;
     Mock::given(method("POST"))
         .and(path("/v3/transfers"))
         .respond_with(
@@ -801,4 +803,8 @@ async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
         "{:?}",
         r.body
     );
+    // The failed transfer's money is back in the organization's wallet.
+    assert_eq!(crate::ledger::balance(&app, b.org_wallet).await, 100_000);
+    let (sound, report) = crate::ledger::verify(&app).await;
+    assert!(sound, "{report}");
 }
