@@ -203,6 +203,14 @@ pub fn authorize_transfer(
     sender: &Wallet,
     receiver: &Wallet,
 ) -> Result<(), DomainError> {
+    // A meter's money is owed to the customer until its energy is delivered: it leaves only as
+    // an energy sale (to the grid's organization) or a refund (to the payer), both of which the
+    // purchase follows. Moved out by hand, the purchase could neither deliver nor refund.
+    if matches!(sender.owner, WalletOwner::Meter(_)) {
+        return Err(DomainError::Conflict(
+            "a meter wallet's money leaves only as delivered energy or a refund".into(),
+        ));
+    }
     if who.role == Role::Superadmin {
         return Ok(());
     }
@@ -460,6 +468,13 @@ mod tests {
             );
         }
         assert!(authorize_transfer(&principal(Role::Superadmin), &system, &org).is_ok());
+        // Nobody moves a meter's money by hand, not even a SUPERADMIN.
+        for role in [Role::Superadmin, Role::Finance] {
+            assert!(matches!(
+                authorize_transfer(&principal(role), &meter_here, &org),
+                Err(DomainError::Conflict(_))
+            ));
+        }
         assert!(authorize_refund(&principal(Role::Finance)).is_ok());
         assert!(authorize_refund(&principal(Role::Manager)).is_err());
     }

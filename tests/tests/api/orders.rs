@@ -424,6 +424,13 @@ async fn orders_are_validated_authorized_and_tenant_scoped() {
         StatusCode::CONFLICT,
         "only completed orders are refunded"
     );
+    // A meter's money leaves only as delivered energy or a refund, whoever asks.
+    let (s, body) = transfer(&app, &b.finance, meter, b.org_wallet, 1).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body:?}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("meter wallet"),
+        "{body:?}"
+    );
 
     // Idempotency-Key: a retry returns the first answer and moves nothing twice.
     let send = || {
