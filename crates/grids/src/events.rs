@@ -11,6 +11,8 @@ pub enum EventKind {
     Dcu,
     Grid,
     MeterInteraction,
+    /// A meter credit purchase opened or changed status (payments).
+    MeterPurchase,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

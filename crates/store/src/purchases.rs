@@ -13,6 +13,7 @@ use diesel::PgExpressionMethods;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use grids::events::{EventKind, LiveEvent, Operation};
 use grids::vocab::MeterType;
 use kernel::{
     Currency, DomainError, GridId, MeterId, MinorUnits, OrderId, OrganizationId, PageRequest,
@@ -180,6 +181,33 @@ fn terminal_interaction_statuses() -> Vec<&'static str> {
 /// `orders_completed_top_ups` keeps this cheap).
 const LOOKBACK_DAYS: i64 = 30;
 
+/// Tells the purchase's grid room (`meter_purchase`) what it is now, inside the changing
+/// transaction, so a dashboard sees a payment become energy (or fail) without polling.
+async fn publish(c: &mut AsyncPgConnection, id: i64, operation: Operation) -> Result<()> {
+    let p = load(c, id).await?;
+    let Some(grid_id) = p.grid_id else {
+        return Ok(());
+    };
+    let event = LiveEvent {
+        grid_id,
+        kind: EventKind::MeterPurchase,
+        operation,
+        data: serde_json::json!({
+            "id": p.id,
+            "order_id": p.order_id,
+            "meter_id": p.meter_id,
+            "status": p.status,
+            "energy_wh": p.energy_wh,
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "interaction_id": p.interaction_id,
+            "failure_reason": p.failure_reason,
+            "updated_at": p.updated_at,
+        }),
+    };
+    crate::events::publish(c, &event).await
+}
+
 async fn load(c: &mut AsyncPgConnection, id: i64) -> Result<Purchase> {
     mp::table
         .find(id)
@@ -330,6 +358,7 @@ impl PurchaseRepo for Db {
                     ),
                 )
                 .await?;
+                publish(c, row.id, Operation::Create).await?;
                 load(c, row.id).await.map(Some)
             })
             .await?;
@@ -375,7 +404,8 @@ impl PurchaseRepo for Db {
                     serde_json::json!({"interaction_id": interaction.get()}),
                 ),
             )
-            .await
+            .await?;
+            publish(c, id.get(), Operation::Update).await
         })
         .await?;
         Ok(())
@@ -423,6 +453,7 @@ impl PurchaseRepo for Db {
                     ),
                 )
                 .await?;
+                publish(c, id.get(), Operation::Update).await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -502,6 +533,7 @@ impl PurchaseRepo for Db {
                     ),
                 )
                 .await?;
+                publish(c, id.get(), Operation::Update).await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -574,6 +606,7 @@ impl PurchaseRepo for Db {
                         ),
                     )
                     .await?;
+                    publish(c, *id, Operation::Update).await?;
                 }
                 Ok::<_, StoreError>(rows.len() as u64)
             })
@@ -614,6 +647,7 @@ impl PurchaseRepo for Db {
                     &audit(by, "purchase.redelivery_requested", serde_json::json!({})),
                 )
                 .await?;
+                publish(c, row.id, Operation::Update).await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -833,5 +867,6 @@ async fn mark_refunded(
             serde_json::json!({"refund_order_id": refund_order}),
         ),
     )
-    .await
+    .await?;
+    publish(c, id.get(), Operation::Update).await
 }

@@ -1,6 +1,9 @@
 //! Meter credit purchases: a completed top-up becomes exactly one TOP_UP with the energy it paid
 //! for; failures are visible and recoverable (re-deliver, refund); access rules.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use meters::{InteractionId, InteractionRepo, InteractionStatus, Transition};
 use serde_json::{Value, json};
@@ -165,6 +168,19 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
     let sts = sts(0).await;
     let app = app_with(&sts).await;
     let s = site(&app, "Buy").await;
+    // Dashboards hear of the purchase on its grid's room.
+    let heard: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = heard.clone();
+    let listener = store::listener::spawn(
+        app.db.url.clone(),
+        move |_, payload| {
+            if let Ok(e) = serde_json::from_str::<Value>(&payload) {
+                sink.lock().unwrap().push(e);
+            }
+        },
+        |_| {},
+    );
+    assert!(listener.wait_listening(Duration::from_secs(5)).await);
     // ₦1,000 at ₦300/kWh (the meter's own tariff) = 3.33… kWh → 3.4 kWh.
     let r = app
         .put(
@@ -215,6 +231,43 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "DELIVERED");
+    // Opened (PENDING), its TOP_UP attached (PENDING with the interaction), then DELIVERED.
+    let mut seen: Vec<(String, String, Value)> = Vec::new();
+    for _ in 0..100 {
+        seen = heard
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "meter_purchase" && e["data"]["id"] == p["id"])
+            .map(|e| {
+                (
+                    e["operation"].as_str().unwrap().to_owned(),
+                    e["data"]["status"].as_str().unwrap().to_owned(),
+                    e["data"]["interaction_id"].clone(),
+                )
+            })
+            .collect();
+        if seen.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("CREATE".into(), "PENDING".into(), Value::Null),
+            (
+                "UPDATE".into(),
+                "PENDING".into(),
+                p["interaction_id"].clone()
+            ),
+            (
+                "UPDATE".into(),
+                "DELIVERED".into(),
+                p["interaction_id"].clone()
+            ),
+        ]
+    );
     // Delivered energy is sold: the money moved from the meter's wallet to the organization's,
     // on the top-up's order, and both statements show it.
     assert_eq!(balance(&app, s.meter_wallet).await, 0);
