@@ -123,7 +123,7 @@ pub use reconcile::{
 };
 pub use reconciler::{
     GridReconciliation, ReconcileRepo, ReconcileReport, Reconciler, ReconciliationSettings,
-    SingleFlight,
+    SHADOW_FINDINGS_KEPT, ShadowFinding, ShadowReport, SingleFlight,
 };
 pub use retry::{FixedJitter, Jitter, RetryDecision, RetryPolicy};
 pub use shadow::{

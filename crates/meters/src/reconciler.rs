@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use crate::commands::CommandService;
 use crate::gatekeeper::{Admission, AdmissionContext, GridFacts, MeterFacts, gatekeeper};
+use crate::kind::{Attribute, InteractionType};
 use crate::ports::{Clock, HistoryEntry, InteractionRepo, ShadowRepo};
 use crate::reconcile::{
-    ReconcilePolicy, ReconciliationMode, grid_gate, reconcile, recover_suspended,
+    PlannedCommand, ReconcilePolicy, ReconciliationMode, grid_gate, reconcile, recover_suspended,
 };
-use crate::shadow::MeterShadow;
+use crate::shadow::{AttributeValue, MeterShadow};
 use crate::status::{InteractionStatus, Transition};
 
 /// Held while a pass runs; [`SingleFlight::release`] frees it for the next pass.
@@ -54,13 +55,68 @@ pub trait ReconcileRepo: Send + Sync {
         mode: ReconciliationMode,
         by: crate::ports::Requester,
     ) -> Result<Option<ReconciliationMode>, DomainError>;
+    /// Keeps the newest SHADOW-mode pass of the grid (replacing the previous one). Changing the
+    /// grid's mode drops it: it describes what that mode would have done.
+    async fn record_shadow_report(
+        &self,
+        grid: GridId,
+        report: ShadowReport,
+    ) -> Result<(), DomainError>;
+    /// The newest SHADOW-mode pass of the grid, if any since its mode last changed.
+    async fn shadow_report(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+    ) -> Result<Option<ShadowReport>, DomainError>;
 }
 
 /// A grid's reconciliation mode, as operators read and set it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GridReconciliation {
     pub grid_id: GridId,
     pub mode: ReconciliationMode,
+    /// In SHADOW mode: what the newest pass would have sent (nothing is sent). Absent in other
+    /// modes and before the first pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_report: Option<ShadowReport>,
+}
+
+/// Findings kept per SHADOW report; `total` still counts them all.
+pub const SHADOW_FINDINGS_KEPT: usize = 500;
+
+/// What a SHADOW-mode pass over one grid would have corrected.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ShadowReport {
+    pub observed_at: chrono::DateTime<chrono::Utc>,
+    /// Corrective commands the pass would have created.
+    pub total: usize,
+    /// The first [`SHADOW_FINDINGS_KEPT`] of them, by meter.
+    pub findings: Vec<ShadowFinding>,
+}
+
+/// One corrective command a SHADOW-mode pass would have created.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ShadowFinding {
+    pub meter_id: MeterId,
+    pub attribute: Attribute,
+    pub command: InteractionType,
+    pub desired: AttributeValue,
+    pub reported: Option<AttributeValue>,
+    /// Which corrective attempt it would have been (cooldowns and caps apply as in ON mode).
+    pub attempt: u32,
+}
+
+impl ShadowFinding {
+    fn of(planned: &PlannedCommand) -> Self {
+        ShadowFinding {
+            meter_id: planned.meter_id,
+            attribute: planned.attribute,
+            command: planned.kind,
+            desired: planned.desired.clone(),
+            reported: planned.reported.clone(),
+            attempt: planned.attempt,
+        }
+    }
 }
 
 /// Reading and setting grids' reconciliation modes with the caller's permissions.
@@ -85,9 +141,14 @@ impl ReconciliationSettings {
             .mode(who.scope(), grid)
             .await?
             .ok_or(DomainError::NotFound("grid"))?;
+        let shadow_report = match mode {
+            ReconciliationMode::Shadow => self.repo.shadow_report(who.scope(), grid).await?,
+            ReconciliationMode::Off | ReconciliationMode::On => None,
+        };
         Ok(GridReconciliation {
             grid_id: grid,
             mode,
+            shadow_report,
         })
     }
 
@@ -111,6 +172,7 @@ impl ReconciliationSettings {
         Ok(GridReconciliation {
             grid_id: grid,
             mode,
+            shadow_report: None,
         })
     }
 }
@@ -207,7 +269,15 @@ impl Reconciler {
                 }
             };
             if grid_gate(mode, &facts, &batches, quiet, now).is_ok() {
-                self.correct(grid, mode, &mut report).await?;
+                let mut findings = ShadowReport {
+                    observed_at: now,
+                    total: 0,
+                    findings: Vec::new(),
+                };
+                self.correct(grid, mode, &mut report, &mut findings).await?;
+                if mode == ReconciliationMode::Shadow {
+                    self.repo.record_shadow_report(grid, findings).await?;
+                }
             }
         }
         Ok(report)
@@ -332,6 +402,7 @@ impl Reconciler {
         grid: GridId,
         mode: ReconciliationMode,
         report: &mut ReconcileReport,
+        would: &mut ShadowReport,
     ) -> Result<(), DomainError> {
         let mut after = None;
         loop {
@@ -353,6 +424,10 @@ impl Reconciler {
                             "reconciler (shadow mode) would correct drift"
                         );
                         report.reported += 1;
+                        would.total += 1;
+                        if would.findings.len() < SHADOW_FINDINGS_KEPT {
+                            would.findings.push(ShadowFinding::of(&planned));
+                        }
                         continue;
                     }
                     let (view, _) = match self.commands.submit(planned.to_request(), None).await {

@@ -3,14 +3,15 @@
 //! process dies mid-pass its session ends and the lock with it.
 
 use async_trait::async_trait;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use kernel::{DomainError, GridId, TenantScope};
-use meters::{ReconcileRepo, ReconciliationMode, Requester, SingleFlight};
+use meters::{ReconcileRepo, ReconciliationMode, Requester, ShadowReport, SingleFlight};
 
 use crate::interactions::corrupt;
+use crate::prepared::Prepare;
 use crate::{Db, StoreError};
 
 #[derive(QueryableByName)]
@@ -176,10 +177,73 @@ impl ReconcileRepo for Db {
                 };
                 crate::audit::record(c, row.organization_id, "grid", Some(grid.get()), &draft)
                     .await?;
+                if row.previous != mode.as_str() {
+                    // It described what the previous mode would have done.
+                    sql_query("DELETE FROM reconciliation_shadow_reports WHERE grid_id = $1")
+                        .bind::<BigInt, _>(grid.get())
+                        .execute(c)
+                        .await?;
+                }
                 Ok(Some(mode))
             })
             .await?;
         Ok(changed)
+    }
+
+    async fn record_shadow_report(
+        &self,
+        grid: GridId,
+        report: ShadowReport,
+    ) -> Result<(), DomainError> {
+        let json = serde_json::to_value(&report)
+            .map_err(|e| DomainError::Internal(format!("shadow report: {e}")))?;
+        let mut conn = self.conn().await?;
+        // Only while the grid is still in SHADOW mode: a pass racing a mode change must not
+        // leave a report behind for the new mode.
+        sql_query(
+            "INSERT INTO reconciliation_shadow_reports (grid_id, observed_at, report)
+             SELECT id, $2, $3 FROM grids WHERE id = $1 AND reconciliation_mode = 'SHADOW'
+             ON CONFLICT (grid_id) DO UPDATE
+                SET observed_at = EXCLUDED.observed_at, report = EXCLUDED.report",
+        )
+        .bind::<BigInt, _>(grid.get())
+        .bind::<Timestamptz, _>(report.observed_at)
+        .bind::<Jsonb, _>(json)
+        .prepared()
+        .execute(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn shadow_report(
+        &self,
+        scope: TenantScope,
+        grid: GridId,
+    ) -> Result<Option<ShadowReport>, DomainError> {
+        #[derive(QueryableByName)]
+        struct ReportRow {
+            #[diesel(sql_type = Jsonb)]
+            report: serde_json::Value,
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<ReportRow> = sql_query(
+            "SELECT r.report FROM reconciliation_shadow_reports r JOIN grids g ON g.id = r.grid_id
+             WHERE r.grid_id = $1 AND ($2::bigint IS NULL OR g.organization_id = $2)",
+        )
+        .bind::<BigInt, _>(grid.get())
+        .bind::<Nullable<BigInt>, _>(scope.organization().map(|o| o.get()))
+        .load(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                serde_json::from_value(r.report).map_err(|e| {
+                    DomainError::Internal(format!("shadow report of grid {grid}: {e}"))
+                })
+            })
+            .transpose()
     }
 
     async fn try_single_flight(&self) -> Result<Option<Box<dyn SingleFlight>>, DomainError> {

@@ -875,9 +875,29 @@ async fn the_reconciliation_mode_is_per_grid_and_shadow_mode_sends_nothing() {
     assert_eq!(r.body["mode"], "SHADOW");
     let report = app.app.reconciler(eager).run_once().await.unwrap();
     assert_eq!((report.corrected, report.reported), (0, 1), "{report:?}");
+    // The operator sees what SHADOW mode would have sent, without anything being sent.
+    let r = app.get(&path, &s.manager).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let shadow = &r.body["shadow_report"];
+    assert_eq!(shadow["total"], 1, "{:?}", r.body);
+    assert!(shadow["observed_at"].is_string(), "{:?}", r.body);
+    let finding = &shadow["findings"][0];
+    assert_eq!(finding["meter_id"], meter, "{finding:?}");
+    assert_eq!(finding["attribute"], "relay", "{finding:?}");
+    assert_eq!(finding["command"], "TURN_OFF", "{finding:?}");
+    assert_eq!(finding["attempt"], 1, "{finding:?}");
     app.put(&path, &s.manager, json!({"mode": "OFF"})).await;
     let report = app.app.reconciler(eager).run_once().await.unwrap();
     assert_eq!((report.corrected, report.reported), (0, 0), "{report:?}");
+    // The report described that SHADOW period: gone once the mode changed, even on return to
+    // SHADOW before the next pass.
+    let r = app.get(&path, &s.manager).await;
+    assert!(r.body.get("shadow_report").is_none(), "{:?}", r.body);
+    app.put(&path, &s.manager, json!({"mode": "SHADOW"})).await;
+    let r = app.get(&path, &s.manager).await;
+    assert_eq!(r.body["mode"], "SHADOW");
+    assert!(r.body.get("shadow_report").is_none(), "{:?}", r.body);
+    app.put(&path, &s.manager, json!({"mode": "OFF"})).await;
     app.put(&path, &s.manager, json!({"mode": "ON"})).await;
     // Not within an hour of a batch on the grid: a scan scheduled 30 minutes from now.
     let soon = (chrono::Utc::now() + chrono::Duration::minutes(30))
@@ -913,7 +933,7 @@ async fn the_reconciliation_mode_is_per_grid_and_shadow_mode_sends_nothing() {
     assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
     assert_eq!(
         audit.body["items"].as_array().map(Vec::len),
-        Some(3),
+        Some(5),
         "{:?}",
         audit.body
     );
