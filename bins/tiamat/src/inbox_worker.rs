@@ -13,15 +13,69 @@ const BATCH: i64 = 100;
 /// After this many failed attempts an event is parked as failed (kept for inspection).
 const MAX_ATTEMPTS: i32 = 10;
 
+/// What became of one event.
+enum Handled {
+    /// Done; the outcome is recorded on its row.
+    Done(String),
+    /// Came before what it is about (a `txack` before its hand-over is recorded): processed again
+    /// after `after`, without counting as an error.
+    Early {
+        reason: String,
+        after: chrono::Duration,
+    },
+}
+
+impl From<String> for Handled {
+    fn from(outcome: String) -> Self {
+        Handled::Done(outcome)
+    }
+}
+
+/// Turns the delivery service's verdict on a `txack`/`ack` into what the inbox does with it.
+fn queue_item_outcome(
+    event: &str,
+    queue_item_id: &str,
+    applied: &str,
+    outcome: meters::EventOutcome,
+) -> Handled {
+    use meters::EventOutcome;
+    match outcome {
+        EventOutcome::Applied => Handled::Done(applied.into()),
+        EventOutcome::AlreadyPast => Handled::Done(format!(
+            "{event} for nothing on the wire (late or duplicate)"
+        )),
+        EventOutcome::NotYetHandedOver { retry_in } => Handled::Early {
+            reason: format!("{event} before the hand-over of {queue_item_id} was recorded"),
+            after: retry_in,
+        },
+        EventOutcome::Unmatched => {
+            metrics::counter!("tiamat_inbox_unmatched_total", "event" => event.to_owned())
+                .increment(1);
+            tracing::warn!(
+                event,
+                queue_item_id,
+                "no row took this queue item id within the retry window; dropped"
+            );
+            Handled::Done(format!(
+                "{event} unmatched: no hand-over recorded {queue_item_id} in time"
+            ))
+        }
+    }
+}
+
 /// What became of one event (recorded on its row).
 async fn handle(
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
     e: &ClaimedEvent,
-) -> Result<String, String> {
+) -> Result<Handled, String> {
     let body = serde_json::to_vec(&e.payload).map_err(|err| err.to_string())?;
     let parsed =
         chirpstack::parse(&e.event_type, Encoding::Json, &body).map_err(|err| err.to_string())?;
+    let receipt = meters::EventReceipt {
+        received_at: e.received_at,
+        attempt: u32::try_from(e.attempts).unwrap_or(1),
+    };
     match parsed.detail {
         Detail::Up {
             best_rssi,
@@ -32,7 +86,7 @@ async fn handle(
             ..
         } => {
             let Some(dev_eui) = parsed.dev_eui else {
-                return Ok("uplink without a device".into());
+                return Ok(Handled::Done("uplink without a device".into()));
             };
             let uplink = Uplink {
                 dev_eui,
@@ -47,7 +101,7 @@ async fn handle(
                 .await
                 .map_err(|err| err.to_string())?
             else {
-                return Ok("no meter has this DevEUI".into());
+                return Ok(Handled::Done("no meter has this DevEUI".into()));
             };
             match delivery {
                 Some(d) if f_port == lorawan::F_PORT && !data.is_empty() => {
@@ -55,40 +109,46 @@ async fn handle(
                         .on_uplink(meter, &data, at)
                         .await
                         .map_err(|err| err.to_string())?;
-                    Ok(format!("meter {meter} seen; {outcome}"))
+                    Ok(Handled::Done(format!("meter {meter} seen; {outcome}")))
                 }
-                _ => Ok(format!("meter {meter} seen")),
+                _ => Ok(Handled::Done(format!("meter {meter} seen"))),
             }
         }
         Detail::TxAck { queue_item_id, .. } => match delivery {
-            Some(d) => match d
-                .on_transmitted(&queue_item_id)
-                .await
-                .map_err(|err| err.to_string())?
-            {
-                true => Ok("transmitted".into()),
-                false => Ok("txack for nothing on the wire (late or duplicate)".into()),
-            },
-            None => Ok("txack: no delivery pipeline".into()),
+            Some(d) => {
+                let outcome = d
+                    .on_transmitted(&queue_item_id, receipt)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok(queue_item_outcome(
+                    "txack",
+                    &queue_item_id,
+                    "transmitted",
+                    outcome,
+                ))
+            }
+            None => Ok(Handled::Done("txack: no delivery pipeline".into())),
         },
         Detail::Ack {
             queue_item_id,
             acknowledged,
         } => match delivery {
-            Some(d) => match d
-                .on_acknowledgement(&queue_item_id, acknowledged)
-                .await
-                .map_err(|err| err.to_string())?
-            {
-                true if acknowledged => Ok("acknowledged".into()),
-                true => Ok("not acknowledged: triaged".into()),
-                false => Ok("ack for nothing on the wire (late or duplicate)".into()),
-            },
-            None => Ok("ack: no delivery pipeline".into()),
+            Some(d) => {
+                let outcome = d
+                    .on_acknowledgement(&queue_item_id, acknowledged, receipt)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                let applied = match acknowledged {
+                    true => "acknowledged",
+                    false => "not acknowledged: triaged",
+                };
+                Ok(queue_item_outcome("ack", &queue_item_id, applied, outcome))
+            }
+            None => Ok(Handled::Done("ack: no delivery pipeline".into())),
         },
         // Kept and visible in the inbox; nothing to act on.
         Detail::Join | Detail::Log { .. } | Detail::Status { .. } | Detail::Location => {
-            Ok(format!("{}: recorded", e.event_type))
+            Ok(Handled::Done(format!("{}: recorded", e.event_type)))
         }
     }
 }
@@ -115,17 +175,25 @@ pub async fn run_once_with_payments(
         let (source, handled) = match (e.source.as_str(), checkout) {
             ("flutterwave", Some(checkout)) => (
                 "flutterwave",
-                crate::payment_worker::handle(checkout, payouts, e).await,
+                crate::payment_worker::handle(checkout, payouts, e)
+                    .await
+                    .map(Handled::from),
             ),
             ("flutterwave", None) => ("flutterwave", Err("no payment pipeline here".into())),
             _ => ("chirpstack", handle(telemetry, delivery, e).await),
         };
         match handled {
-            Ok(outcome) => inbox.complete(e.id, outcome).await?,
+            Ok(Handled::Done(outcome)) => inbox.complete(e.id, outcome).await?,
+            Ok(Handled::Early { reason, after }) => {
+                metrics::counter!("tiamat_inbox_early_retries_total", "source" => source)
+                    .increment(1);
+                tracing::debug!(event = e.id, attempts = e.attempts, %reason, "inbound event too early; retrying");
+                inbox.retry_later(e.id, reason, after, false).await?;
+            }
             Err(error) => {
                 metrics::counter!("tiamat_inbox_errors_total", "source" => source).increment(1);
                 tracing::warn!(event = e.id, attempts = e.attempts, %error, "inbound event failed; will retry");
-                let backoff = 5 * i64::from(e.attempts.clamp(1, 12));
+                let backoff = chrono::Duration::seconds(5 * i64::from(e.attempts.clamp(1, 12)));
                 inbox
                     .retry_later(e.id, error, backoff, e.attempts >= MAX_ATTEMPTS)
                     .await?;

@@ -26,6 +26,8 @@ pub struct ClaimedEvent {
     pub payload: serde_json::Value,
     /// Including this claim.
     pub attempts: i32,
+    /// When it was stored: bounds how long an event that came too early is retried.
+    pub received_at: DateTime<Utc>,
 }
 
 /// A durable inbox: a row is processed once even with several workers, and a crashed worker's
@@ -39,12 +41,13 @@ pub trait Inbox: Send + Sync {
     /// workers hold.
     async fn claim(&self, limit: i64, lease_secs: i64) -> Result<Vec<ClaimedEvent>, DomainError>;
     async fn complete(&self, id: i64, outcome: String) -> Result<(), DomainError>;
-    /// Leaves the event for another attempt after `after_secs`, or gives up on it.
+    /// Leaves the event for another attempt after `after` (sub-second backoffs are kept), or
+    /// gives up on it.
     async fn retry_later(
         &self,
         id: i64,
         error: String,
-        after_secs: i64,
+        after: chrono::Duration,
         give_up: bool,
     ) -> Result<(), DomainError>;
 }

@@ -268,8 +268,17 @@ pub trait DeliveryRepo: Send + Sync {
     /// The row a queue item id belongs to, if it is still on the wire.
     async fn by_queue_item(&self, queue_item_id: &str) -> Result<Option<Delivery>, DomainError>;
 
-    /// Records the device's acknowledgement (`ack` with acknowledged = true).
-    async fn acknowledged(&self, queue_item_id: &str) -> Result<(), DomainError>;
+    /// Records the device's acknowledgement (`ack` with acknowledged = true). Answers whether a
+    /// row on the wire carries the queue item id.
+    async fn acknowledged(&self, queue_item_id: &str) -> Result<bool, DomainError>;
+
+    /// Where a queue item id stands, for an event about it that moved nothing: read in one
+    /// snapshot, so a hand-over recorded meanwhile shows either as the row or as in flight.
+    async fn trace_queue_item(
+        &self,
+        queue_item_id: &str,
+        event_received_at: DateTime<Utc>,
+    ) -> Result<QueueItemTrace, DomainError>;
 
     /// The meter's rows on the wire (DELIVERED_TO_NS or SENT_TO_DEVICE), oldest send first.
     async fn on_the_wire(&self, meter: MeterId) -> Result<Vec<Delivery>, DomainError>;
@@ -316,6 +325,115 @@ pub trait DeliveryRepo: Send + Sync {
     ) -> Result<Option<InteractionStatus>, DomainError>;
 }
 
+/// Which network server event about a queue item is being placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueItemEvent {
+    /// `txack`: a gateway transmitted the downlink.
+    Transmitted,
+    /// `ack`: the device acknowledged the downlink (or did not).
+    Acknowledgement,
+}
+
+/// Where a queue item id stands when an event about it moved nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueItemTrace {
+    /// The stage of the row on the wire that carries the id, if one does.
+    pub stage: Option<DeliveryStage>,
+    /// A row claimed before the event was received is still SENDING: its hand-over (and so its
+    /// queue item id) may not be recorded yet.
+    pub hand_over_in_flight: bool,
+}
+
+/// Why an event about a queue item moved nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unapplied {
+    /// Late or duplicate: the row moved past what the event reports, or no row carries the id
+    /// and none can come to carry it.
+    AlreadyPast,
+    /// Too early: the event may belong to a hand-over that is not recorded yet.
+    NotYetHandedOver,
+}
+
+/// Places an event that moved nothing (§2.9). ChirpStack assigns the queue item id in its answer
+/// to the enqueue, so the id can only be recorded after the call returns, and a fast `txack` can
+/// be processed first; the claim commits SENDING before the call, so an id that no row carries
+/// can still become ours only while a row claimed before the event is SENDING.
+pub fn place_unapplied(event: QueueItemEvent, trace: QueueItemTrace) -> Unapplied {
+    match (event, trace.stage) {
+        (QueueItemEvent::Transmitted, Some(DeliveryStage::SentToDevice)) => Unapplied::AlreadyPast,
+        // The hand-over was recorded between the write that missed and this read: try again.
+        (
+            QueueItemEvent::Transmitted,
+            Some(DeliveryStage::Sending | DeliveryStage::DeliveredToNs),
+        )
+        | (QueueItemEvent::Acknowledgement, Some(_)) => Unapplied::NotYetHandedOver,
+        (_, None) if trace.hand_over_in_flight => Unapplied::NotYetHandedOver,
+        (_, None) => Unapplied::AlreadyPast,
+    }
+}
+
+/// How an event that came too early is retried: `first` doubling up to `max` between attempts,
+/// for at most `window` after the event was received (wall time, not attempts, bounds it: a
+/// lease running out or a slow inbox must not stretch it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyEventRetry {
+    pub first: Duration,
+    pub max: Duration,
+    pub window: Duration,
+}
+
+impl Default for EarlyEventRetry {
+    fn default() -> Self {
+        Self {
+            first: Duration::milliseconds(200),
+            max: Duration::seconds(5),
+            window: Duration::seconds(30),
+        }
+    }
+}
+
+impl EarlyEventRetry {
+    /// The wait before attempt `attempt + 1` (`attempt` counts from 1), or `None` once the
+    /// window since `received_at` is over.
+    pub fn retry_in(
+        &self,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        attempt: u32,
+    ) -> Option<Duration> {
+        let left = received_at + self.window - now;
+        if left <= Duration::zero() {
+            return None;
+        }
+        let doubled = self
+            .first
+            .checked_mul(1_i32 << attempt.saturating_sub(1).min(20))
+            .unwrap_or(self.max);
+        Some(doubled.min(self.max).min(left))
+    }
+}
+
+/// When and how often an inbound event has been seen (for retries of early events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventReceipt {
+    pub received_at: DateTime<Utc>,
+    /// Attempts at processing it, this one included.
+    pub attempt: u32,
+}
+
+/// What an event about a queue item (`txack`, `ack`) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// It moved its row (or was recorded on it).
+    Applied,
+    /// Late or duplicate: dropped.
+    AlreadyPast,
+    /// Too early: process it again after `retry_in`.
+    NotYetHandedOver { retry_in: Duration },
+    /// Too early for the whole retry window: dropped as matching nothing.
+    Unmatched,
+}
+
 /// Timings of the stages (§2.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryTimings {
@@ -329,6 +447,8 @@ pub struct DeliveryTimings {
     pub reply_timeout: Duration,
     /// A verification read is dropped if it cannot be sent within this.
     pub read_ttl: Duration,
+    /// A `txack`/`ack` processed before its hand-over was recorded is retried this way.
+    pub early_events: EarlyEventRetry,
 }
 
 impl Default for DeliveryTimings {
@@ -339,6 +459,7 @@ impl Default for DeliveryTimings {
             transmit_timeout: Duration::minutes(15),
             reply_timeout: Duration::seconds(12),
             read_ttl: Duration::minutes(30),
+            early_events: EarlyEventRetry::default(),
         }
     }
 }
@@ -512,13 +633,22 @@ impl DeliveryService {
     }
 
     /// `txack`: a gateway transmitted the downlink; the answer is due within the reply timeout.
-    pub async fn on_transmitted(&self, queue_item_id: &str) -> Result<bool, DomainError> {
+    pub async fn on_transmitted(
+        &self,
+        queue_item_id: &str,
+        receipt: EventReceipt,
+    ) -> Result<EventOutcome, DomainError> {
         let deadline = self.clock.now() + self.timings.reply_timeout;
-        Ok(self
+        if self
             .repo
             .transmitted(queue_item_id, deadline)
             .await?
-            .is_some())
+            .is_some()
+        {
+            return Ok(EventOutcome::Applied);
+        }
+        self.unapplied(QueueItemEvent::Transmitted, queue_item_id, receipt)
+            .await
     }
 
     /// `ack`: the device acknowledged the confirmed downlink (or did not). A missing
@@ -527,22 +657,49 @@ impl DeliveryService {
         &self,
         queue_item_id: &str,
         acknowledged: bool,
-    ) -> Result<bool, DomainError> {
+        receipt: EventReceipt,
+    ) -> Result<EventOutcome, DomainError> {
         if acknowledged {
-            self.repo.acknowledged(queue_item_id).await?;
-            return Ok(true);
+            if self.repo.acknowledged(queue_item_id).await? {
+                return Ok(EventOutcome::Applied);
+            }
+        } else if let Some(d) = self.repo.by_queue_item(queue_item_id).await? {
+            self.fail(
+                &d,
+                DeliveryFailure::Unconfirmed,
+                "the device did not acknowledge the downlink".into(),
+                Some("not_acknowledged".into()),
+            )
+            .await?;
+            return Ok(EventOutcome::Applied);
         }
-        let Some(d) = self.repo.by_queue_item(queue_item_id).await? else {
-            return Ok(false);
-        };
-        self.fail(
-            &d,
-            DeliveryFailure::Unconfirmed,
-            "the device did not acknowledge the downlink".into(),
-            Some("not_acknowledged".into()),
-        )
-        .await?;
-        Ok(true)
+        self.unapplied(QueueItemEvent::Acknowledgement, queue_item_id, receipt)
+            .await
+    }
+
+    /// An event that moved nothing: late or duplicate (dropped), or too early (retried within
+    /// the window, then dropped as unmatched).
+    async fn unapplied(
+        &self,
+        event: QueueItemEvent,
+        queue_item_id: &str,
+        receipt: EventReceipt,
+    ) -> Result<EventOutcome, DomainError> {
+        let trace = self
+            .repo
+            .trace_queue_item(queue_item_id, receipt.received_at)
+            .await?;
+        Ok(match place_unapplied(event, trace) {
+            Unapplied::AlreadyPast => EventOutcome::AlreadyPast,
+            Unapplied::NotYetHandedOver => match self.timings.early_events.retry_in(
+                receipt.received_at,
+                self.clock.now(),
+                receipt.attempt,
+            ) {
+                Some(retry_in) => EventOutcome::NotYetHandedOver { retry_in },
+                None => EventOutcome::Unmatched,
+            },
+        })
     }
 
     /// An uplink from a meter: a report updates its shadow; an answer completes the request it
@@ -920,6 +1077,174 @@ mod tests {
         for p in [Phase::A, Phase::B, Phase::C] {
             assert_eq!(Phase::parse(p.as_str()), Some(p));
         }
+    }
+
+    fn trace(stage: Option<DeliveryStage>, in_flight: bool) -> QueueItemTrace {
+        QueueItemTrace {
+            stage,
+            hand_over_in_flight: in_flight,
+        }
+    }
+
+    #[test]
+    fn an_event_that_moved_nothing_is_early_only_while_a_hand_over_can_still_record_it() {
+        use QueueItemEvent::{Acknowledgement, Transmitted};
+        use Unapplied::{AlreadyPast, NotYetHandedOver};
+        // The row already took a txack: a second one is a duplicate, whatever else is sending.
+        for in_flight in [false, true] {
+            assert_eq!(
+                place_unapplied(
+                    Transmitted,
+                    trace(Some(DeliveryStage::SentToDevice), in_flight)
+                ),
+                AlreadyPast
+            );
+        }
+        // The hand-over was recorded between the write that missed and the read.
+        assert_eq!(
+            place_unapplied(
+                Transmitted,
+                trace(Some(DeliveryStage::DeliveredToNs), false)
+            ),
+            NotYetHandedOver
+        );
+        assert_eq!(
+            place_unapplied(
+                Acknowledgement,
+                trace(Some(DeliveryStage::SentToDevice), false)
+            ),
+            NotYetHandedOver
+        );
+        // No row carries the id: early while a hand-over is in flight, late otherwise.
+        for event in [Transmitted, Acknowledgement] {
+            assert_eq!(place_unapplied(event, trace(None, true)), NotYetHandedOver);
+            assert_eq!(place_unapplied(event, trace(None, false)), AlreadyPast);
+        }
+    }
+
+    #[test]
+    fn early_events_back_off_doubling_within_the_window_from_receipt() {
+        let retry = EarlyEventRetry::default();
+        let received = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |ms: i64| received + Duration::milliseconds(ms);
+        assert_eq!(
+            retry.retry_in(received, at(10), 1),
+            Some(Duration::milliseconds(200))
+        );
+        assert_eq!(
+            retry.retry_in(received, at(300), 2),
+            Some(Duration::milliseconds(400))
+        );
+        assert_eq!(
+            retry.retry_in(received, at(1_000), 4),
+            Some(Duration::milliseconds(1_600))
+        );
+        // Capped, and never past the end of the window.
+        assert_eq!(
+            retry.retry_in(received, at(10_000), 9),
+            Some(Duration::seconds(5))
+        );
+        assert_eq!(
+            retry.retry_in(received, at(29_000), 12),
+            Some(Duration::seconds(1))
+        );
+        assert_eq!(
+            retry.retry_in(received, at(500), 400),
+            Some(Duration::seconds(5))
+        );
+        // Time since receipt ends it, not the number of attempts.
+        assert_eq!(retry.retry_in(received, at(30_000), 1), None);
+        assert_eq!(retry.retry_in(received, at(45_000), 2), None);
+    }
+
+    struct NoProtocol;
+
+    impl DeviceProtocol for NoProtocol {
+        fn downlink(&self, _: &Delivery, _: DateTime<Utc>) -> Result<Downlink, String> {
+            Err("not in these tests".into())
+        }
+        fn uplink(&self, _: &[u8]) -> Result<DeviceReply, String> {
+            Err("not in these tests".into())
+        }
+    }
+
+    struct At(DateTime<Utc>);
+
+    impl Clock for At {
+        fn now(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    fn service_at(repo: MockDeliveryRepo, now: DateTime<Utc>) -> DeliveryService {
+        DeliveryService::new(
+            Arc::new(repo),
+            Arc::new(crate::ports::MockShadowRepo::new()),
+            Arc::new(crate::network::MockDownlinkQueue::new()),
+            Arc::new(NoProtocol),
+            Arc::new(At(now)),
+            Arc::new(Mutex::new(crate::retry::FixedJitter(0.0))),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_txack_is_applied_retried_or_dropped_by_where_its_queue_item_stands() {
+        let received = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let receipt = |attempt| EventReceipt {
+            received_at: received,
+            attempt,
+        };
+        // `transmitted` moves nothing in each case: the trace decides.
+        let outcome = |t: QueueItemTrace, now_ms: i64, attempt: u32| {
+            let mut repo = MockDeliveryRepo::new();
+            repo.expect_transmitted().returning(|_, _| Ok(None));
+            repo.expect_trace_queue_item()
+                .withf(move |id, at| id == "q-1" && *at == received)
+                .returning(move |_, _| Ok(t));
+            let d = service_at(repo, received + Duration::milliseconds(now_ms));
+            async move { d.on_transmitted("q-1", receipt(attempt)).await.unwrap() }
+        };
+        // Nothing carries the id yet but a hand-over is in flight: retried, then given up.
+        assert_eq!(
+            outcome(trace(None, true), 50, 1).await,
+            EventOutcome::NotYetHandedOver {
+                retry_in: Duration::milliseconds(200)
+            }
+        );
+        assert_eq!(
+            outcome(trace(None, true), 31_000, 9).await,
+            EventOutcome::Unmatched
+        );
+        // A duplicate after the row moved on is dropped at once, even early in the window.
+        assert_eq!(
+            outcome(trace(Some(DeliveryStage::SentToDevice), true), 50, 1).await,
+            EventOutcome::AlreadyPast
+        );
+        assert_eq!(
+            outcome(trace(None, false), 50, 1).await,
+            EventOutcome::AlreadyPast
+        );
+    }
+
+    #[tokio::test]
+    async fn an_applied_acknowledgement_reads_no_trace() {
+        let now = Utc::now();
+        let mut repo = MockDeliveryRepo::new();
+        repo.expect_acknowledged().times(1).returning(|_| Ok(true));
+        repo.expect_trace_queue_item().never();
+        let d = service_at(repo, now);
+        let receipt = EventReceipt {
+            received_at: now,
+            attempt: 1,
+        };
+        assert_eq!(
+            d.on_acknowledgement("q-2", true, receipt).await.unwrap(),
+            EventOutcome::Applied
+        );
     }
 }
 

@@ -93,7 +93,8 @@ pub use delivery::MockDeliveryRepo;
 pub use delivery::{
     AnswerTo, Completion, Delivery, DeliveryQueries, DeliveryRepo, DeliveryService, DeliveryStage,
     DeliveryStatus, DeliveryStatusService, DeliveryTimings, DeviceProtocol, DeviceReply,
-    FailurePlan, PassReport, Phase, ReplyOutcome, first_phase,
+    EarlyEventRetry, EventOutcome, EventReceipt, FailurePlan, PassReport, Phase, QueueItemEvent,
+    QueueItemTrace, ReplyOutcome, Unapplied, first_phase, place_unapplied,
 };
 pub use gatekeeper::{
     Admission, AdmissionContext, GatePolicy, GatewayFacts, GridFacts, HoldReason, MeterFacts,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use grids::events::Operation;
@@ -15,8 +15,8 @@ use grids::vocab::{CommunicationProtocol, MeterPhase};
 use kernel::{DomainError, GridId, MeterId, OrganizationId};
 use meters::{
     AttributeValue, Completion, Delivery, DeliveryRepo, DeliveryStage, FailurePlan, HistoryEntry,
-    InteractionId, InteractionRepo, InteractionStatus, InteractionType, Origin, Phase, StsToken,
-    Transition, first_phase,
+    InteractionId, InteractionRepo, InteractionStatus, InteractionType, Origin, Phase,
+    QueueItemTrace, StsToken, Transition, first_phase,
 };
 
 use crate::interactions::{Summary, announce, corrupt, head, parse_status, serde_name};
@@ -376,9 +376,9 @@ impl DeliveryRepo for Db {
         Ok(deliveries(rows)?.into_iter().next())
     }
 
-    async fn acknowledged(&self, queue_item_id: &str) -> Result<(), DomainError> {
+    async fn acknowledged(&self, queue_item_id: &str) -> Result<bool, DomainError> {
         let mut conn = self.conn().await?;
-        sql_query(
+        let n = sql_query(
             "UPDATE meter_interactions SET acked_at = now() \
              WHERE queue_item_id = $1 AND delivery_stage IS NOT NULL",
         )
@@ -386,7 +386,45 @@ impl DeliveryRepo for Db {
         .execute(&mut conn)
         .await
         .map_err(StoreError::from)?;
-        Ok(())
+        Ok(n > 0)
+    }
+
+    async fn trace_queue_item(
+        &self,
+        queue_item_id: &str,
+        event_received_at: DateTime<Utc>,
+    ) -> Result<QueueItemTrace, DomainError> {
+        #[derive(QueryableByName)]
+        struct TraceRow {
+            #[diesel(sql_type = Nullable<Text>)]
+            stage: Option<String>,
+            #[diesel(sql_type = Bool)]
+            in_flight: bool,
+        }
+        let mut conn = self.conn().await?;
+        // One statement, one snapshot: a hand-over committed between two separate reads could
+        // otherwise show as neither the row nor in flight. `sent_at` is set by the claim, which
+        // commits before the network server is called: a row claimed after the event arrived
+        // cannot be the one it is about.
+        let row: TraceRow = sql_query(
+            "SELECT (SELECT delivery_stage FROM meter_interactions WHERE queue_item_id = $1 \
+                     AND delivery_stage IS NOT NULL AND status = 'PROCESSING') AS stage, \
+                    EXISTS (SELECT 1 FROM meter_interactions WHERE delivery_stage = 'SENDING' \
+                     AND status = 'PROCESSING' AND sent_at <= $2) AS in_flight",
+        )
+        .bind::<Text, _>(queue_item_id)
+        .bind::<Timestamptz, _>(event_received_at)
+        .get_result(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(QueueItemTrace {
+            stage: row
+                .stage
+                .as_deref()
+                .map(|s| DeliveryStage::parse(s).ok_or_else(|| corrupt("delivery stage", s)))
+                .transpose()?,
+            hand_over_in_flight: row.in_flight,
+        })
     }
 
     async fn on_the_wire(&self, meter: MeterId) -> Result<Vec<Delivery>, DomainError> {

@@ -26,6 +26,8 @@ struct ClaimedRow {
     payload: serde_json::Value,
     #[diesel(sql_type = Int4)]
     attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    received_at: DateTime<Utc>,
 }
 
 // Two workers never hold the same row: SKIP LOCKED passes over rows another transaction is
@@ -35,7 +37,7 @@ UPDATE inbound_events SET locked_until = now() + make_interval(secs => $2), atte
  WHERE id IN (SELECT id FROM inbound_events
                WHERE processed_at IS NULL AND (locked_until IS NULL OR locked_until < now())
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, source, event_type, dev_eui, payload, attempts";
+RETURNING id, source, event_type, dev_eui, payload, attempts, received_at";
 
 #[async_trait]
 impl Inbox for Db {
@@ -74,6 +76,7 @@ impl Inbox for Db {
                 dev_eui: r.dev_eui,
                 payload: r.payload,
                 attempts: r.attempts,
+                received_at: r.received_at,
             })
             .collect())
     }
@@ -96,7 +99,7 @@ impl Inbox for Db {
         &self,
         id: i64,
         error: String,
-        after_secs: i64,
+        after: chrono::Duration,
         give_up: bool,
     ) -> Result<(), DomainError> {
         let mut conn = self.conn().await?;
@@ -113,10 +116,7 @@ impl Inbox for Db {
                 .map_err(StoreError::from)?;
         } else {
             diesel::update(ie::table.find(id))
-                .set((
-                    ie::locked_until.eq(now + chrono::Duration::seconds(after_secs)),
-                    ie::last_error.eq(error),
-                ))
+                .set((ie::locked_until.eq(now + after), ie::last_error.eq(error)))
                 .execute(&mut conn)
                 .await
                 .map_err(StoreError::from)?;

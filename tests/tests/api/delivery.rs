@@ -61,6 +61,31 @@ impl RecordingNetwork {
     }
 }
 
+/// A network server whose answer to an enqueue can be held back (while `hold` is set) after it
+/// queued the downlink: ChirpStack's events about the queue item can then overtake the answer,
+/// as they can on a fast network.
+#[derive(Clone, Default)]
+struct SlowAnswerNetwork {
+    inner: RecordingNetwork,
+    hold: Arc<AtomicBool>,
+    /// Notified when a held enqueue has queued its downlink.
+    queued: Arc<tokio::sync::Notify>,
+    /// Lets the held enqueue answer.
+    answer: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl DownlinkQueue for SlowAnswerNetwork {
+    async fn enqueue(&self, downlink: Downlink) -> Result<String, NetworkError> {
+        let id = self.inner.enqueue(downlink).await?;
+        if AtomicBool::load(&self.hold, Ordering::SeqCst) {
+            self.queued.notify_one();
+            self.answer.notified().await;
+        }
+        Ok(id)
+    }
+}
+
 fn timings() -> DeliveryTimings {
     DeliveryTimings {
         pacing: chrono::Duration::zero(),
@@ -69,11 +94,19 @@ fn timings() -> DeliveryTimings {
 }
 
 fn service(app: &TestApp, net: &RecordingNetwork, timings: DeliveryTimings) -> DeliveryService {
+    service_on(app, Arc::new(net.clone()), timings)
+}
+
+fn service_on(
+    app: &TestApp,
+    net: Arc<dyn DownlinkQueue>,
+    timings: DeliveryTimings,
+) -> DeliveryService {
     let db = Arc::new(app.app.db.clone());
     DeliveryService::new(
         db.clone(),
         db,
-        Arc::new(net.clone()),
+        net,
         Arc::new(lorawan::CalinLorawan),
         Arc::new(meters::SystemClock),
         Arc::new(Mutex::new(FixedJitter(0.0))),
@@ -240,10 +273,15 @@ fn device(dev_eui: &str) -> Value {
 }
 
 async fn txack(app: &TestApp, queue_item: &str, dev_eui: &str) {
+    txack_of_downlink(app, queue_item, dev_eui, 1).await;
+}
+
+/// A `txack` of one transmission (`downlink_id`): another id is another event at ingest.
+async fn txack_of_downlink(app: &TestApp, queue_item: &str, dev_eui: &str, downlink_id: i64) {
     webhook(
         app,
         "txack",
-        json!({"downlinkId": 1, "queueItemId": queue_item, "gatewayId": "0016c001f153a14c",
+        json!({"downlinkId": downlink_id, "queueItemId": queue_item, "gatewayId": "0016c001f153a14c",
                "deviceInfo": device(dev_eui), "time": chrono::Utc::now().to_rfc3339()}),
     )
     .await;
@@ -965,4 +1003,262 @@ async fn the_reconciliation_mode_is_per_grid_and_shadow_mode_sends_nothing() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get(&path, &admin).await.status, StatusCode::NOT_FOUND);
+}
+
+#[derive(diesel::QueryableByName, Debug)]
+struct Inbound {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Int4)]
+    attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    processed: bool,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    outcome: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    last_error: Option<String>,
+}
+
+/// The stored events about a queue item (by their payload), oldest first.
+async fn inbound_about(app: &TestApp, queue_item: &str) -> Vec<Inbound> {
+    let mut c = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    diesel::sql_query(
+        "SELECT event_type, attempts, processed_at IS NOT NULL AS processed, outcome, last_error \
+         FROM inbound_events WHERE payload->>'queueItemId' = $1 ORDER BY id",
+    )
+    .bind::<diesel::sql_types::Text, _>(queue_item)
+    .load(&mut c)
+    .await
+    .unwrap()
+}
+
+async fn delivery_of(app: &TestApp, who: &As, id: i64) -> Value {
+    let r = app
+        .get(&format!("/api/v1/interactions/{id}/delivery"), who)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+fn deadline_in(status: &Value) -> chrono::Duration {
+    let deadline: chrono::DateTime<chrono::Utc> = status["stage_deadline"]
+        .as_str()
+        .expect("a stage deadline")
+        .parse()
+        .unwrap();
+    deadline - chrono::Utc::now()
+}
+
+#[actix_web::test]
+async fn a_txack_that_overtakes_the_hand_over_is_retried_and_then_applied() {
+    let app = TestApp::start().await;
+    let s = site(&app, "Early").await;
+    let (meter, _) = meters_on(&app, &s, 47003333631, 1).await.remove(0);
+    let net = SlowAnswerNetwork::default();
+    AtomicBool::store(&net.hold, true, Ordering::SeqCst);
+    let d = service_on(&app, Arc::new(net.clone()), timings());
+    let id = command(&app, &s.manager, meter, "TURN_OFF").await;
+
+    let events = async {
+        net.queued.notified().await;
+        let (queue_item, dev_eui, _) = net.inner.last();
+        // ChirpStack transmitted it and the device acknowledged it before tiamat heard back.
+        txack(&app, &queue_item, &dev_eui).await;
+        ack(&app, &queue_item, &dev_eui, "dd-early", true).await;
+        assert_eq!(process(&app, &d).await, 2);
+        let waiting = inbound_about(&app, &queue_item).await;
+        assert_eq!(waiting.len(), 2, "{waiting:?}");
+        for e in &waiting {
+            assert!(!e.processed, "{e:?}");
+            assert!(
+                e.last_error
+                    .as_deref()
+                    .is_some_and(|m| m.contains("before the hand-over")),
+                "{e:?}"
+            );
+        }
+        assert_eq!(delivery_of(&app, &s.manager, id).await["stage"], "SENDING");
+        net.answer.notify_one();
+        queue_item
+    };
+    let (pass, queue_item) = tokio::join!(d.send_due(10), events);
+    assert_eq!(pass.unwrap().sent, 1);
+    assert_eq!(
+        delivery_of(&app, &s.manager, id).await["stage"],
+        "DELIVERED_TO_NS"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(process(&app, &d).await, 2);
+    let done = inbound_about(&app, &queue_item).await;
+    let outcomes: Vec<_> = done
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.as_str(),
+                e.processed,
+                e.outcome.as_deref(),
+                e.attempts,
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("txack", true, Some("transmitted"), 2),
+            ("ack", true, Some("acknowledged"), 2)
+        ]
+    );
+    let status = delivery_of(&app, &s.manager, id).await;
+    assert_eq!(status["stage"], "SENT_TO_DEVICE", "{status:?}");
+    assert!(status["acked_at"].is_string(), "{status:?}");
+    // The 12 s reply deadline, not the 15 min transmit one.
+    let left = deadline_in(&status);
+    assert!(
+        left > chrono::Duration::zero() && left <= chrono::Duration::seconds(12),
+        "{left:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_txack_no_hand_over_takes_is_dropped_after_the_window_without_holding_up_others() {
+    let app = TestApp::start().await;
+    let s = site(&app, "Stray").await;
+    let mut meters = meters_on(&app, &s, 47003333632, 2).await;
+    let (_, other_serial) = meters.remove(1);
+    let (meter, _) = meters.remove(0);
+    let net = SlowAnswerNetwork::default();
+    AtomicBool::store(&net.hold, true, Ordering::SeqCst);
+    let d = service_on(&app, Arc::new(net.clone()), timings());
+    command(&app, &s.manager, meter, "READ_CREDIT").await;
+    let stray = "00000000-0000-4000-8000-999999999999";
+
+    let events = async {
+        net.queued.notified().await;
+        let (_, dev_eui, _) = net.inner.last();
+        // A txack that no hand-over will record, while one is in flight: it may be early.
+        txack(&app, stray, &dev_eui).await;
+        assert_eq!(process(&app, &d).await, 1);
+        let e = inbound_about(&app, stray).await.remove(0);
+        assert!(!e.processed, "{e:?}");
+        // Another meter's uplink behind it is processed meanwhile.
+        let other_eui = format!("00000{other_serial}");
+        up(
+            &app,
+            &other_serial,
+            &other_eui,
+            "dd-other",
+            credit(calin::RelayState::On),
+        )
+        .await;
+        // (The stray one may be due again by now too: only the uplink is certain.)
+        assert!(process(&app, &d).await >= 1);
+        assert!(!inbound_about(&app, stray).await[0].processed);
+        assert_eq!(
+            count(
+                &app,
+                "SELECT count(*) AS n FROM inbound_events WHERE event_type = 'up' \
+                 AND processed_at IS NOT NULL"
+            )
+            .await,
+            1
+        );
+        // Due again, still within the window: retried again.
+        sql(
+            &app,
+            "UPDATE inbound_events SET locked_until = now() WHERE processed_at IS NULL",
+        )
+        .await;
+        assert_eq!(process(&app, &d).await, 1);
+        let e = inbound_about(&app, stray).await.remove(0);
+        assert!(!e.processed && e.attempts >= 2, "{e:?}");
+        // 31 s pass (the event and the claim move back together), the hand-over still hangs:
+        // the window, counted from receipt, is over and the event is dropped as unmatched.
+        sql(
+            &app,
+            "UPDATE inbound_events SET locked_until = now(), \
+             received_at = received_at - interval '31 seconds' WHERE processed_at IS NULL",
+        )
+        .await;
+        sql(
+            &app,
+            "UPDATE meter_interactions SET sent_at = sent_at - interval '31 seconds' \
+             WHERE delivery_stage = 'SENDING'",
+        )
+        .await;
+        assert_eq!(process(&app, &d).await, 1);
+        net.answer.notify_one();
+    };
+    let (pass, ()) = tokio::join!(d.send_due(10), events);
+    assert_eq!(pass.unwrap().sent, 1);
+    let e = inbound_about(&app, stray).await.remove(0);
+    assert!(e.processed && e.attempts >= 3, "{e:?}");
+    assert!(
+        e.outcome
+            .as_deref()
+            .is_some_and(|o| o.starts_with("txack unmatched")),
+        "{e:?}"
+    );
+
+    // With no hand-over in flight an unknown id can never become ours: dropped at once.
+    let (_, dev_eui, _) = net.inner.last();
+    let unknown = "00000000-0000-4000-8000-888888888888";
+    txack(&app, unknown, &dev_eui).await;
+    assert_eq!(process(&app, &d).await, 1);
+    let e = inbound_about(&app, unknown).await.remove(0);
+    assert_eq!(
+        (e.processed, e.attempts, e.outcome.as_deref()),
+        (
+            true,
+            1,
+            Some("txack for nothing on the wire (late or duplicate)")
+        )
+    );
+}
+
+#[actix_web::test]
+async fn a_duplicate_txack_after_the_row_moved_on_is_dropped_at_once() {
+    let app = TestApp::start().await;
+    let s = site(&app, "Dupe").await;
+    let mut meters = meters_on(&app, &s, 47003333634, 2).await;
+    let (second, _) = meters.remove(1);
+    let (first, _) = meters.remove(0);
+    let net = SlowAnswerNetwork::default();
+    let d = service_on(&app, Arc::new(net.clone()), timings());
+    let id = command(&app, &s.manager, first, "TURN_OFF").await;
+    assert_eq!(d.send_due(10).await.unwrap().sent, 1);
+    let (queue_item, dev_eui, _) = net.inner.last();
+    txack(&app, &queue_item, &dev_eui).await;
+    assert_eq!(process(&app, &d).await, 1);
+    let before = delivery_of(&app, &s.manager, id).await;
+    assert_eq!(before["stage"], "SENT_TO_DEVICE");
+
+    // Another meter's command is being handed over when a second transmission's txack of the
+    // first downlink comes in: it names a row already past that stage, so it is not retried.
+    AtomicBool::store(&net.hold, true, Ordering::SeqCst);
+    command(&app, &s.manager, second, "TURN_OFF").await;
+    let events = async {
+        net.queued.notified().await;
+        txack_of_downlink(&app, &queue_item, &dev_eui, 2).await;
+        assert_eq!(process(&app, &d).await, 1);
+        net.answer.notify_one();
+    };
+    let (pass, ()) = tokio::join!(d.send_due(10), events);
+    assert_eq!(pass.unwrap().sent, 1);
+    let events = inbound_about(&app, &queue_item).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        (
+            events[1].processed,
+            events[1].attempts,
+            events[1].outcome.as_deref()
+        ),
+        (
+            true,
+            1,
+            Some("txack for nothing on the wire (late or duplicate)")
+        )
+    );
+    let after = delivery_of(&app, &s.manager, id).await;
+    assert_eq!(after["stage_deadline"], before["stage_deadline"]);
 }
