@@ -229,6 +229,17 @@ pub fn build(config: &Config) -> anyhow::Result<App> {
             Arc::new(meters::SystemClock),
         ),
         money: payments::MoneyService::new(repo.clone()),
+        // Sent by the refund worker when a payment provider is configured.
+        provider_refunds: {
+            let refunds = payments::refunds::ProviderRefundService::new(
+                repo.clone(),
+                payments::MoneyService::new(repo.clone()),
+            );
+            match &payments_gateway {
+                Some(gateway) => refunds.with_gateway(gateway.clone()),
+                None => refunds,
+            }
+        },
         batches: {
             let batches = meters::batches::BatchService::new(
                 repo.clone(),

@@ -10,6 +10,7 @@ pub mod inbox_worker;
 pub mod ledger_cli;
 pub mod payment_worker;
 pub mod purchase_worker;
+pub mod refund_worker;
 
 pub use app::{App, build};
 pub use config::Config;

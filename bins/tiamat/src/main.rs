@@ -199,6 +199,12 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
     );
     // Completed meter top-ups become TOP_UP interactions; their outcomes reach the purchases.
     let _purchases = tiamat::purchase_worker::spawn(&app);
+    // Reversed provider payments are refunded at the provider (only with a provider configured).
+    let _refunds = app
+        .state
+        .payments_gateway
+        .is_some()
+        .then(|| tiamat::refund_worker::spawn(&app));
     // Directive batch rules fire in their grid's time (every instance; fires are unique).
     let _batches = tiamat::batch_scheduler::spawn(app.state.services.batches.clone());
     // Live events from every instance, for this instance's WebSocket clients.

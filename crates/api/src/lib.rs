@@ -57,6 +57,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .configure(routes::payouts::routes)
                     .configure(routes::wallets::routes)
                     .configure(routes::orders::routes)
+                    .configure(routes::provider_refunds::routes)
                     .configure(routes::interactions::routes)
                     .configure(routes::directive_batches::routes)
                     .configure(routes::api_keys::routes)

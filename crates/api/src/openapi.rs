@@ -88,6 +88,7 @@ impl Modify for Security {
         routes::wallets::statement_csv,
         routes::orders::create, routes::orders::list, routes::orders::get_one,
         routes::orders::refund, routes::orders::revenue,
+        routes::provider_refunds::get_one,
         routes::ws::ws,
         routes::health::live, routes::health::ready, routes::health::metrics,
     ),

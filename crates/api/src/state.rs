@@ -33,6 +33,8 @@ pub struct Services {
     pub purchases: payments::purchase::PurchaseService,
     /// Payouts to grid owners.
     pub payouts: payments::payouts::PayoutService,
+    /// Refunds owed at payment providers for reversed provider payments.
+    pub provider_refunds: payments::refunds::ProviderRefundService,
 }
 
 /// One dependency's state in `/health/ready`.

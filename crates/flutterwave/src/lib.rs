@@ -1,5 +1,6 @@
 //! Flutterwave v3 adapter: [`FlutterwaveGateway`] is the [`PaymentGateway`] (hosted payments,
-//! verification by id and by reference, payout transfers); [`webhook`] authenticates and parses
+//! verification by id and by reference, payout transfers, refunds of payments and reading them
+//! back); [`webhook`] authenticates and parses
 //! inbound webhooks; [`amount`] converts between minor units and the provider's decimals exactly.
 //!
 //! Credentials (predecessor ADR-003): each call names the organization whose account it is for;
@@ -20,8 +21,8 @@ use async_trait::async_trait;
 use kernel::{Currency, MinorUnits, OrganizationId};
 use payments::{
     CredentialSource, GatewayError, HostedPayment, HostedPaymentRequest, Money, PaymentGateway,
-    ProviderCredentials, ProviderStatus, TransferRequest, TransferResult, VerifiedPayment,
-    VerifiedTransfer,
+    ProviderCredentials, ProviderRefund, ProviderStatus, TransferRequest, TransferResult,
+    VerifiedPayment, VerifiedTransfer,
 };
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -249,6 +250,75 @@ struct Transfer {
     status: Option<String>,
     reference: Option<String>,
     complete_message: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct RefundBody<'a> {
+    amount: &'a RawValue,
+    comments: &'a str,
+}
+
+/// A refund as the refund call and the refund reads answer it (the call names the payment
+/// `tx_id`, the list `transaction_id`).
+#[derive(Deserialize)]
+struct Refund {
+    id: Box<RawValue>,
+    status: Option<String>,
+    amount_refunded: Option<Box<RawValue>>,
+    tx_id: Option<Box<RawValue>>,
+    transaction_id: Option<Box<RawValue>>,
+}
+
+impl Refund {
+    fn payment_id(&self) -> Option<String> {
+        self.transaction_id
+            .as_deref()
+            .or(self.tx_id.as_deref())
+            .and_then(raw_text)
+    }
+
+    fn into_provider_refund(self, currency: Currency) -> Result<ProviderRefund, GatewayError> {
+        let id = raw_text(&self.id).ok_or_else(|| malformed("a refund id"))?;
+        let status_text = self.status.unwrap_or_default();
+        let status = refund_status(&status_text);
+        let amount = self
+            .amount_refunded
+            .as_deref()
+            .and_then(raw_text)
+            .and_then(|t| amount::to_minor(&t, currency).ok())
+            .map(|minor| Money {
+                minor: MinorUnits(minor),
+                currency,
+            });
+        Ok(ProviderRefund {
+            id,
+            status,
+            amount,
+            failure_reason: match status {
+                ProviderStatus::Failed => Some(format!(
+                    "Flutterwave reports the refund {}",
+                    status_text
+                        .chars()
+                        .take(MAX_MESSAGE_CHARS)
+                        .collect::<String>()
+                )),
+                ProviderStatus::Successful | ProviderStatus::Pending => None,
+            },
+        })
+    }
+}
+
+/// Flutterwave's refund statuses: `completed` and its per-channel variants
+/// (`completed-bank-transfer`, `completed-mpgs`...) are done; anything else still moves.
+fn refund_status(status: &str) -> ProviderStatus {
+    let s = status.trim().to_ascii_lowercase();
+    if s.starts_with("completed") || s == "successful" || s == "success" {
+        ProviderStatus::Successful
+    } else if s.starts_with("failed") || s == "declined" || s == "rejected" || s == "cancelled" {
+        ProviderStatus::Failed
+    } else {
+        ProviderStatus::Pending
+    }
 }
 
 fn is_not_found_message(message: &str) -> bool {
@@ -489,6 +559,74 @@ impl PaymentGateway for FlutterwaveGateway {
             },
         })
     }
+
+    async fn refund(
+        &self,
+        org: Option<OrganizationId>,
+        transaction_id: &str,
+        amount: Money,
+    ) -> Result<ProviderRefund, GatewayError> {
+        let id = valid_refund_id(transaction_id)?;
+        let major = amount::to_major(amount.minor.0, amount.currency).map_err(amount_error)?;
+        let amount_raw = RawValue::from_string(major)
+            .map_err(|_| GatewayError::Refused("invalid amount".into()))?;
+        let url = self.url(&format!("v3/transactions/{id}/refund"))?;
+        let body = RefundBody {
+            amount: &amount_raw,
+            comments: "Refund of a reversed order",
+        };
+        let data = self
+            .call("refund", org, |http| Ok(http.post(url).json(&body)))
+            .await?;
+        let r: Refund = serde_json::from_str(data.get()).map_err(|_| malformed("a refund"))?;
+        r.into_provider_refund(amount.currency)
+    }
+
+    async fn refund_status(
+        &self,
+        org: Option<OrganizationId>,
+        refund_id: &str,
+        currency: Currency,
+    ) -> Result<ProviderRefund, GatewayError> {
+        let id = valid_refund_id(refund_id)?;
+        let url = self.url(&format!("v3/refunds/{id}"))?;
+        let data = self
+            .call("refund_status", org, |http| Ok(http.get(url)))
+            .await?;
+        let r: Refund = serde_json::from_str(data.get()).map_err(|_| malformed("a refund"))?;
+        r.into_provider_refund(currency)
+    }
+
+    async fn refunds_of(
+        &self,
+        org: Option<OrganizationId>,
+        transaction_id: &str,
+        currency: Currency,
+    ) -> Result<Vec<ProviderRefund>, GatewayError> {
+        let id = valid_refund_id(transaction_id)?;
+        let mut url = self.url("v3/refunds")?;
+        url.query_pairs_mut().append_pair("id", id);
+        let data = match self.call("refunds_of", org, |http| Ok(http.get(url))).await {
+            Ok(d) => d,
+            // An empty answer (`data: null`) or "no transaction found": no refunds.
+            Err(GatewayError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let refunds: Vec<Refund> =
+            serde_json::from_str(data.get()).map_err(|_| malformed("a list of refunds"))?;
+        // The filter is the provider's; a refund of another payment is never reported as ours.
+        refunds
+            .into_iter()
+            .filter(|r| r.payment_id().as_deref() == Some(id))
+            .map(|r| r.into_provider_refund(currency))
+            .collect()
+    }
+}
+
+/// A refund id or transaction id as a path segment: Flutterwave's are numbers, and anything else
+/// would change the path.
+fn valid_refund_id(id: &str) -> Result<&str, GatewayError> {
+    valid_provider_id(id)
 }
 
 /// Parses a webhook body's payload as JSON for storage (after authentication).

@@ -3,7 +3,7 @@
 //! external payment is credited to its order exactly once.
 
 use async_trait::async_trait;
-use kernel::{DomainError, OrderId, OrganizationId};
+use kernel::{Currency, DomainError, OrderId, OrganizationId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -79,6 +79,19 @@ pub struct VerifiedTransfer {
     pub failure_reason: Option<String>,
 }
 
+/// A refund at the provider, as it answered (on sending it or reading it back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    /// The provider's id of the refund (read it back with [`PaymentGateway::refund_status`]).
+    pub id: String,
+    /// `Successful` once the money went back to the payer.
+    pub status: ProviderStatus,
+    /// What the provider says was refunded, when it says it in a currency we know.
+    pub amount: Option<Money>,
+    /// The provider's reason when it failed.
+    pub failure_reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// Timeouts, 5xx, rate limits: try again later.
@@ -132,6 +145,29 @@ pub trait PaymentGateway: Send + Sync {
         org: Option<OrganizationId>,
         provider_id: &str,
     ) -> Result<VerifiedTransfer, GatewayError>;
+    /// Asks the provider to give `amount` of the payment `transaction_id` back to the payer.
+    /// `Unavailable` may mean it was done anyway (a timeout): read back before sending again.
+    async fn refund(
+        &self,
+        org: Option<OrganizationId>,
+        transaction_id: &str,
+        amount: Money,
+    ) -> Result<ProviderRefund, GatewayError>;
+    /// Reads a refund back by the provider's refund id.
+    async fn refund_status(
+        &self,
+        org: Option<OrganizationId>,
+        refund_id: &str,
+        currency: Currency,
+    ) -> Result<ProviderRefund, GatewayError>;
+    /// The refunds the provider holds for the payment `transaction_id` (empty when none): how a
+    /// refund whose sending had no answer is found before any resend.
+    async fn refunds_of(
+        &self,
+        org: Option<OrganizationId>,
+        transaction_id: &str,
+        currency: Currency,
+    ) -> Result<Vec<ProviderRefund>, GatewayError>;
 }
 
 /// What settling a verified payment did.

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod orders;
 pub mod payouts;
 pub mod purchase;
+pub mod refunds;
 pub mod service;
 pub mod vocab;
 
@@ -26,7 +27,8 @@ pub use credentials::{
 };
 pub use gateway::{
     GatewayError, HostedPayment, HostedPaymentRequest, PaymentGateway, PaymentSettlement,
-    ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment, VerifiedTransfer,
+    ProviderRefund, ProviderStatus, Settlement, TransferRequest, TransferResult, VerifiedPayment,
+    VerifiedTransfer,
 };
 pub use ledger::{LedgerError, Posting, PostingEntry, StatementLine, Wallet};
 pub use orders::{Order, OrderEvent, infer_type, transition};

@@ -32,6 +32,7 @@ mod payouts;
 mod postings;
 mod prepared;
 mod principals;
+mod provider_refunds;
 mod purchases;
 mod reconciliation;
 pub mod schema;

@@ -517,7 +517,30 @@ impl Db {
                 reverses_order_id: Some(original.id),
                 failure_reason: reason.as_deref(),
             };
-            record_order(c, row, &posting, after, "REVERSAL", &rows, &audit).await
+            let reversal = record_order(c, row, &posting, after, "REVERSAL", &rows, &audit).await?;
+            // Money that came in through a provider goes back the same way: the provider refund
+            // is owed from the moment the ledger says "refunded" (same transaction).
+            if let (OrderStatus::Completed, Some(provider), Some(transaction), "SYSTEM") = (
+                reversal.status,
+                original.provider.as_deref(),
+                original.provider_transaction_id.as_deref(),
+                original.sender_owner_type.as_str(),
+            ) {
+                crate::provider_refunds::enqueue(
+                    c,
+                    crate::provider_refunds::NewProviderRefund {
+                        organization_id: original.organization_id,
+                        order_id: reversal.id.get(),
+                        original_order_id: original.id,
+                        provider,
+                        provider_transaction_id: transaction,
+                        amount_minor: money.minor.0,
+                        currency: money.currency.as_str(),
+                    },
+                )
+                .await?;
+            }
+            Ok(reversal)
         })
         .await
     }

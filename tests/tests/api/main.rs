@@ -21,6 +21,7 @@ mod orders;
 mod organizations;
 mod payouts;
 mod purchases;
+mod refunds;
 mod repositories;
 mod supabase;
 mod tokens;

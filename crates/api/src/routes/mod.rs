@@ -23,6 +23,7 @@ pub mod organizations;
 pub mod payment_credentials;
 pub mod payouts;
 pub mod poles;
+pub mod provider_refunds;
 pub mod purchases;
 pub mod reconciliation;
 pub mod tokens;

@@ -1,0 +1,455 @@
+//! Refunds at the payment provider: when the ledger reverses an order that was paid through a
+//! provider (its `provider_transaction_id` set), the money must also go back to the card or
+//! account that paid. The store writes a [`ProviderRefundRecord`] (PENDING) in the transaction
+//! that posts the reversal (an outbox: no reversal without its provider refund, and never two);
+//! [`ProviderRefundService::run_once`] sends it and follows it:
+//!
+//! * PENDING → SENT (the provider's refund id recorded) → COMPLETED or FAILED once read back;
+//! * a refusal (4xx) → FAILED with the provider's message;
+//! * no answer (5xx, timeout, connection) → PENDING again after an exponential backoff, and
+//!   FAILED after [`RefundPolicy::max_attempts`]. An attempt may have reached the provider even
+//!   without an answer (a timeout, or a crash after sending), so every attempt after the first
+//!   reads the payment's refunds back first and adopts the one it finds: a refund is never sent
+//!   twice.
+//!
+//! A FAILED provider refund does not undo the ledger's reversal: the customer's money is owed and
+//! an operator settles it at the provider (the row shows why).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kernel::{Currency, DomainError, OrderId, OrganizationId, Principal, TenantScope};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::gateway::{GatewayError, PaymentGateway, ProviderRefund, ProviderStatus};
+use crate::service::MoneyService;
+use crate::vocab::Money;
+
+/// Where a provider refund is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProviderRefundStatus {
+    /// Written with the reversal; not (knowingly) sent yet.
+    Pending,
+    /// The provider accepted it; waiting for it to finish.
+    Sent,
+    /// The money is back with the payer.
+    Completed,
+    /// Refused, failed at the provider, or never answered: an operator settles it.
+    Failed,
+}
+
+impl ProviderRefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderRefundStatus::Pending => "PENDING",
+            ProviderRefundStatus::Sent => "SENT",
+            ProviderRefundStatus::Completed => "COMPLETED",
+            ProviderRefundStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ProviderRefundStatus::Pending,
+            ProviderRefundStatus::Sent,
+            ProviderRefundStatus::Completed,
+            ProviderRefundStatus::Failed,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A refund owed at a provider for a reversing order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ProviderRefundRecord {
+    #[serde(skip)]
+    pub id: i64,
+    pub organization_id: OrganizationId,
+    /// The reversing order.
+    pub order_id: OrderId,
+    /// The order it reverses (the provider payment).
+    pub original_order_id: OrderId,
+    /// `FLUTTERWAVE`.
+    pub provider: String,
+    /// The payment at the provider being refunded.
+    pub provider_transaction_id: String,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    pub currency: Currency,
+    pub status: ProviderRefundStatus,
+    /// The provider's id of the refund (SENT and after).
+    pub provider_refund_id: Option<String>,
+    /// Send attempts made so far.
+    pub attempts: i32,
+    /// When the worker looks at it next (open refunds only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why it FAILED (the provider's message, or the last error when it never answered).
+    pub failure_reason: Option<String>,
+    /// The last error of an open refund (it is retried).
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl ProviderRefundRecord {
+    pub fn money(&self) -> Money {
+        Money::new(self.amount, self.currency)
+    }
+}
+
+/// What one look at a claimed refund decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// PENDING → SENT: the provider holds this refund.
+    Sent {
+        provider_refund_id: String,
+        next_look_at: DateTime<Utc>,
+    },
+    /// → COMPLETED.
+    Completed { provider_refund_id: String },
+    /// → FAILED with the reason.
+    Failed { reason: String },
+    /// Same status, looked at again at `next_attempt_at` (`error` recorded when there was one).
+    Later {
+        error: Option<String>,
+        next_attempt_at: DateTime<Utc>,
+    },
+}
+
+/// Provider refunds as stored.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ProviderRefundStore: Send + Sync {
+    /// Claims up to `limit` open refunds due at `now` (`FOR UPDATE SKIP LOCKED`, so instances
+    /// share the queue): each is pushed out to `now + lease` (a crashed worker's claim expires),
+    /// and a PENDING one counts a send attempt. Returns them as claimed.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<ProviderRefundRecord>, DomainError>;
+    /// Applies `outcome` if the refund is still in status `from` (compare-and-set); status
+    /// changes are audited in the same transaction. False when it had moved on.
+    async fn record_outcome(
+        &self,
+        id: i64,
+        from: ProviderRefundStatus,
+        outcome: RefundOutcome,
+    ) -> Result<bool, DomainError>;
+    /// The provider refund of the reversing order `order`, within `scope`.
+    async fn for_order(
+        &self,
+        scope: TenantScope,
+        order: OrderId,
+    ) -> Result<Option<ProviderRefundRecord>, DomainError>;
+}
+
+/// Timings of the refund worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundPolicy {
+    /// Send attempts before a refund the provider never answered is FAILED.
+    pub max_attempts: i32,
+    /// The wait after the first unanswered attempt; doubled after each further one.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often a SENT refund is read back (refunds take days at the provider).
+    pub poll_every: Duration,
+    /// How long a claim holds a refund (longer than a provider call or two).
+    pub lease: Duration,
+    /// Refunds claimed per pass.
+    pub batch: i64,
+}
+
+impl Default for RefundPolicy {
+    fn default() -> Self {
+        RefundPolicy {
+            max_attempts: 8,
+            first_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(3600),
+            poll_every: Duration::from_secs(600),
+            lease: Duration::from_secs(300),
+            batch: 20,
+        }
+    }
+}
+
+impl RefundPolicy {
+    /// The wait after `attempts` unanswered attempts: first_backoff · 2^(attempts−1), capped.
+    pub fn backoff(&self, attempts: i32) -> Duration {
+        let doublings = attempts.saturating_sub(1).clamp(0, 30) as u32;
+        self.first_backoff
+            .checked_mul(1u32 << doublings)
+            .map_or(self.max_backoff, |d| d.min(self.max_backoff))
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RefundReport {
+    pub sent: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Unanswered attempts and still-pending read-backs, to be looked at again.
+    pub retried: usize,
+    /// Refunds whose outcome could not be recorded (looked at again when their claim expires).
+    pub errors: Vec<(OrderId, String)>,
+}
+
+/// Sends provider refunds and follows them; shows them to the organization.
+#[derive(Clone)]
+pub struct ProviderRefundService {
+    store: Arc<dyn ProviderRefundStore>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+    money: MoneyService,
+    policy: RefundPolicy,
+}
+
+fn after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
+impl ProviderRefundService {
+    pub fn new(store: Arc<dyn ProviderRefundStore>, money: MoneyService) -> Self {
+        Self {
+            store,
+            gateway: None,
+            money,
+            policy: RefundPolicy::default(),
+        }
+    }
+
+    pub fn with_gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    pub fn with_policy(mut self, policy: RefundPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> RefundPolicy {
+        self.policy
+    }
+
+    /// The provider refund of a reversing order the caller may see (its order's visibility:
+    /// staff with `money_read`, or the agent or customer whose wallet it touches).
+    pub async fn for_order(
+        &self,
+        who: &Principal,
+        order: OrderId,
+    ) -> Result<ProviderRefundRecord, DomainError> {
+        self.money.order(who, order).await?;
+        self.store
+            .for_order(who.scope(), order)
+            .await?
+            .ok_or(DomainError::NotFound("provider refund"))
+    }
+
+    /// One pass over the refunds due at `now`. Without a provider configured nothing is claimed
+    /// (the refunds wait, visible as PENDING).
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RefundReport, DomainError> {
+        let mut report = RefundReport::default();
+        let Some(gateway) = &self.gateway else {
+            return Ok(report);
+        };
+        let claimed = self
+            .store
+            .claim_due(now, self.policy.lease, self.policy.batch)
+            .await?;
+        for refund in claimed {
+            let from = refund.status;
+            let outcome = match from {
+                ProviderRefundStatus::Pending => self.send(gateway.as_ref(), &refund, now).await,
+                ProviderRefundStatus::Sent => self.read_back(gateway.as_ref(), &refund, now).await,
+                // Never claimed; nothing to do.
+                ProviderRefundStatus::Completed | ProviderRefundStatus::Failed => continue,
+            };
+            match &outcome {
+                RefundOutcome::Sent { .. } => report.sent += 1,
+                RefundOutcome::Completed { .. } => report.completed += 1,
+                RefundOutcome::Failed { reason } => {
+                    tracing::warn!(
+                        order = refund.order_id.get(),
+                        transaction = %refund.provider_transaction_id,
+                        %reason,
+                        "provider refund FAILED; an operator must settle it at the provider"
+                    );
+                    report.failed += 1;
+                }
+                RefundOutcome::Later { .. } => report.retried += 1,
+            }
+            if let Err(e) = self.store.record_outcome(refund.id, from, outcome).await {
+                report.errors.push((refund.order_id, e.to_string()));
+            }
+        }
+        Ok(report)
+    }
+
+    /// A PENDING refund: read back first when an earlier attempt may have reached the provider,
+    /// then send it.
+    async fn send(
+        &self,
+        gateway: &dyn PaymentGateway,
+        refund: &ProviderRefundRecord,
+        now: DateTime<Utc>,
+    ) -> RefundOutcome {
+        let org = Some(refund.organization_id);
+        let tx = refund.provider_transaction_id.as_str();
+        if refund.attempts > 1 {
+            match gateway.refunds_of(org, tx, refund.currency).await {
+                Ok(found) => {
+                    if let Some(outcome) = self.adopt(refund, found, now) {
+                        return outcome;
+                    }
+                }
+                // Not knowing whether it was sent, it is not sent again.
+                Err(e) => return self.unanswered(refund, &e, now),
+            }
+        }
+        if refund.attempts > self.policy.max_attempts {
+            return RefundOutcome::Failed {
+                reason: format!(
+                    "the provider did not answer {} attempts; last error: {}",
+                    self.policy.max_attempts,
+                    refund.last_error.as_deref().unwrap_or("none recorded")
+                ),
+            };
+        }
+        match gateway.refund(org, tx, refund.money()).await {
+            Ok(r) => RefundOutcome::Sent {
+                provider_refund_id: r.id,
+                next_look_at: after(now, self.policy.poll_every),
+            },
+            Err(GatewayError::Refused(m)) => RefundOutcome::Failed { reason: m },
+            Err(GatewayError::NotFound) => RefundOutcome::Failed {
+                reason: format!("the provider knows no payment {tx}"),
+            },
+            Err(e @ GatewayError::Unavailable(_)) => self.unanswered(refund, &e, now),
+        }
+    }
+
+    /// What the payment's refunds at the provider say about ours: `None` when there is none
+    /// (send it).
+    fn adopt(
+        &self,
+        refund: &ProviderRefundRecord,
+        found: Vec<ProviderRefund>,
+        now: DateTime<Utc>,
+    ) -> Option<RefundOutcome> {
+        if found.is_empty() {
+            return None;
+        }
+        let ours = found
+            .iter()
+            .find(|r| r.amount == Some(refund.money()) && r.status != ProviderStatus::Failed)
+            .or_else(|| found.iter().find(|r| r.amount == Some(refund.money())));
+        Some(match ours {
+            Some(r) => RefundOutcome::Sent {
+                provider_refund_id: r.id.clone(),
+                // Read back at once: it may be final already.
+                next_look_at: now,
+            },
+            // Someone refunded another amount (at the dashboard?): sending ours could refund
+            // more than was paid.
+            None => RefundOutcome::Failed {
+                reason: format!(
+                    "the payment already has a refund of another amount at the provider ({}); \
+                     settle it there",
+                    found
+                        .iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        })
+    }
+
+    fn unanswered(
+        &self,
+        refund: &ProviderRefundRecord,
+        error: &GatewayError,
+        now: DateTime<Utc>,
+    ) -> RefundOutcome {
+        RefundOutcome::Later {
+            error: Some(error.to_string()),
+            next_attempt_at: after(now, self.policy.backoff(refund.attempts.max(1))),
+        }
+    }
+
+    /// A SENT refund: read back until the provider settles it. Errors only delay the next look.
+    async fn read_back(
+        &self,
+        gateway: &dyn PaymentGateway,
+        refund: &ProviderRefundRecord,
+        now: DateTime<Utc>,
+    ) -> RefundOutcome {
+        let Some(refund_id) = refund.provider_refund_id.clone() else {
+            // The database refuses a SENT row without the id; never here.
+            return RefundOutcome::Failed {
+                reason: "sent without a provider refund id".into(),
+            };
+        };
+        let later = |error: Option<String>| RefundOutcome::Later {
+            error,
+            next_attempt_at: after(now, self.policy.poll_every),
+        };
+        match gateway
+            .refund_status(Some(refund.organization_id), &refund_id, refund.currency)
+            .await
+        {
+            Ok(r) => match r.status {
+                ProviderStatus::Successful => RefundOutcome::Completed {
+                    provider_refund_id: refund_id,
+                },
+                ProviderStatus::Failed => RefundOutcome::Failed {
+                    reason: r
+                        .failure_reason
+                        .unwrap_or_else(|| "the provider reports the refund failed".into()),
+                },
+                ProviderStatus::Pending => later(None),
+            },
+            Err(e) => later(Some(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = RefundPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_secs(30));
+        assert_eq!(p.backoff(2), Duration::from_secs(60));
+        assert_eq!(p.backoff(4), Duration::from_secs(240));
+        assert_eq!(p.backoff(10), Duration::from_secs(3600));
+        assert_eq!(p.backoff(i32::MAX), Duration::from_secs(3600));
+        assert_eq!(p.backoff(0), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            ProviderRefundStatus::Pending,
+            ProviderRefundStatus::Sent,
+            ProviderRefundStatus::Completed,
+            ProviderRefundStatus::Failed,
+        ] {
+            assert_eq!(ProviderRefundStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(ProviderRefundStatus::parse("sent"), None);
+    }
+}

@@ -1,0 +1,491 @@
+//! Refunds of provider payments reach the provider: a reversed Flutterwave payment is refunded at
+//! Flutterwave (wiremock) exactly once by the refund worker, read back until settled, retried
+//! after outages, read back before any resend after a timeout, FAILED with the provider's reason
+//! on a refusal; cash orders never reach the provider; `GET /orders/{id}/provider-refund` shows it
+//! to the order's tenant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use payments::refunds::{ProviderRefundService, RefundPolicy, RefundReport};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tiamat::config::FlutterwavePlatform;
+use tiamat_tests::{As, TestApp};
+use wiremock::matchers::{body_json, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::ledger::{Books, balance, books, deposit, system_balance, verify};
+
+const SECRET: &str = "FLWSECK_TEST-refunds-platform-key";
+
+async fn start(server: &MockServer) -> TestApp {
+    let uri = server.uri();
+    TestApp::start_with(move |c| {
+        c.payments.flutterwave_base_url = url::Url::parse(&uri).unwrap();
+        c.payments.flutterwave = Some(FlutterwavePlatform {
+            secret_key: SecretString::from(SECRET),
+            webhook_hash: SecretString::from("refunds-webhook-hash-0123456789"),
+        });
+    })
+    .await
+}
+
+fn success(data: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"status": "success", "message": "ok", "data": data}))
+}
+
+async fn count(app: &TestApp, query: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let n: N = diesel::sql_query(query)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    n.n
+}
+
+/// A payment of `minor` kobo into the organization's wallet through Flutterwave (transaction
+/// `tx`), verified and COMPLETED: the order id.
+async fn card_paid_order(
+    app: &TestApp,
+    server: &MockServer,
+    b: &Books,
+    tx: u64,
+    minor: i64,
+) -> i64 {
+    Mock::given(method("POST"))
+        .and(path("/v3/payments"))
+        .respond_with(success(
+            json!({"link": "https://checkout.flutterwave.com/v3/hosted/pay/x"}),
+        ))
+        .mount(server)
+        .await;
+    let r = app
+        .post(
+            "/api/v1/payments/flutterwave",
+            &b.finance,
+            json!({"wallet_id": b.org_wallet, "amount": minor, "currency": "NGN",
+                   "redirect_url": "https://ops.example/paid"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let reference = r.body["reference"].as_str().unwrap().to_owned();
+    let order = r.body["order_id"].as_i64().unwrap();
+    let major = format!("{}.{:02}", minor / 100, minor % 100);
+    Mock::given(method("GET"))
+        .and(path("/v3/transactions/verify_by_reference"))
+        .and(query_param("tx_ref", reference.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!(
+                r#"{{"status":"success","message":"ok","data":{{"id":{tx},"tx_ref":"{reference}","amount":{major},"currency":"NGN","status":"successful","payment_type":"card"}}}}"#
+            ),
+            "application/json",
+        ))
+        .mount(server)
+        .await;
+    let v = app
+        .post(
+            &format!("/api/v1/payments/{reference}/verify"),
+            &b.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v.status, StatusCode::OK, "{:?}", v.body);
+    assert_eq!(v.body["status"], "COMPLETED");
+    order
+}
+
+/// Refunds the order through the ledger (finance): the reversing order's id.
+async fn refund(app: &TestApp, b: &Books, order: i64) -> i64 {
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{order}/refund"),
+            &b.finance,
+            json!({"reason": "customer asked"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["status"], "COMPLETED");
+    r.body["id"].as_i64().unwrap()
+}
+
+async fn provider_refund(app: &TestApp, who: &As, order: i64) -> (StatusCode, Value) {
+    let r = app
+        .get(&format!("/api/v1/orders/{order}/provider-refund"), who)
+        .await;
+    (r.status, r.body)
+}
+
+async fn pass(service: &ProviderRefundService, at: DateTime<Utc>) -> RefundReport {
+    let report = tiamat::refund_worker::run_once(service, at)
+        .await
+        .expect("refund pass");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report
+}
+
+fn refund_answer(id: u64, tx: u64, major: f64, status: &str) -> Value {
+    json!({"id": id, "tx_id": tx, "transaction_id": tx, "flw_ref": "URF_1",
+           "amount_refunded": major, "status": status})
+}
+
+/// The app's refund service with a gateway that gives up after 300 ms (the app's waits 15 s).
+fn impatient(app: &TestApp, server: &MockServer, policy: RefundPolicy) -> ProviderRefundService {
+    let gateway = flutterwave::FlutterwaveGateway::new(
+        url::Url::parse(&server.uri()).unwrap(),
+        Some(payments::ProviderCredentials {
+            public_key: None,
+            secret_key: SecretString::from(SECRET),
+            webhook_hash: None,
+        }),
+        reqwest::Client::new(),
+    )
+    .with_timeout(Duration::from_millis(300));
+    ProviderRefundService::new(
+        Arc::new(app.app.db.clone()),
+        payments::MoneyService::new(Arc::new(app.app.db.clone())),
+    )
+    .with_gateway(Arc::new(gateway))
+    .with_policy(policy)
+}
+
+#[actix_web::test]
+async fn a_card_payment_refund_is_sent_once_and_completed_after_read_back() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "CardRefund").await;
+    let paid = card_paid_order(&app, &server, &b, 7001, 10_000).await;
+    assert_eq!(balance(&app, b.org_wallet).await, 10_000);
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7001/refund"))
+        .and(body_json(
+            json!({"amount": 100.0, "comments": "Refund of a reversed order"}),
+        ))
+        .respond_with(success(refund_answer(880001, 7001, 100.0, "pending")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/880001"))
+        .respond_with(success(refund_answer(880001, 7001, 100.0, "completed")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let reversal = refund(&app, &b, paid).await;
+    // The ledger moved the money back to Flutterwave's system wallet at once ...
+    assert_eq!(balance(&app, b.org_wallet).await, 0);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, 0);
+    // ... and the provider refund is owed, in the same transaction.
+    let (status, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(body["order_id"], reversal);
+    assert_eq!(body["original_order_id"], paid);
+    assert_eq!(body["provider"], "FLUTTERWAVE");
+    assert_eq!(body["provider_transaction_id"], "7001");
+    assert_eq!(body["amount"], 10_000);
+    assert_eq!(body["currency"], "NGN");
+    assert_eq!(body["provider_refund_id"], Value::Null);
+
+    let service = app.app.state.services.provider_refunds.clone();
+    let now = Utc::now();
+    let report = pass(&service, now).await;
+    assert_eq!(report.sent, 1, "{report:?}");
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT");
+    assert_eq!(body["provider_refund_id"], "880001");
+    assert_eq!(body["attempts"], 1);
+    // Not read back before its time, and never sent again.
+    assert_eq!(pass(&service, now).await, RefundReport::default());
+    let report = pass(&service, now + chrono::Duration::minutes(11)).await;
+    assert_eq!(report.completed, 1, "{report:?}");
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "COMPLETED");
+    assert_eq!(body["failure_reason"], Value::Null);
+    assert!(body["completed_at"].is_string());
+    assert_eq!(body["next_attempt_at"], Value::Null);
+    assert_eq!(
+        pass(&service, now + chrono::Duration::days(30)).await,
+        RefundReport::default()
+    );
+    // Every status change is audited on the reversing order.
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE resource_type = 'order'
+                 AND resource_id = {reversal} AND action LIKE 'provider_refund.%'"
+            )
+        )
+        .await,
+        3
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
+
+#[actix_web::test]
+async fn a_timed_out_refund_is_read_back_and_never_sent_twice() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Timeout").await;
+    let paid = card_paid_order(&app, &server, &b, 7002, 10_000).await;
+    // Flutterwave does the refund but answers after the client gave up.
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7002/refund"))
+        .respond_with(
+            success(refund_answer(880002, 7002, 100.0, "pending"))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", "7002"))
+        .respond_with(success(json!([refund_answer(
+            880002, 7002, 100.0, "pending"
+        )])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/880002"))
+        .respond_with(success(refund_answer(880002, 7002, 100.0, "completed")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let reversal = refund(&app, &b, paid).await;
+    let service = impatient(&app, &server, RefundPolicy::default());
+    let now = Utc::now();
+    let report = pass(&service, now).await;
+    assert_eq!(report.retried, 1, "{report:?}");
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(body["attempts"], 1);
+    assert!(
+        body["last_error"].as_str().unwrap().contains("timed out"),
+        "{body:?}"
+    );
+    // Backing off: not due 10 s later.
+    assert_eq!(
+        pass(&service, now + chrono::Duration::seconds(10)).await,
+        RefundReport::default()
+    );
+    // The next attempt reads the payment's refunds back and adopts the one it finds.
+    let later = now + chrono::Duration::minutes(1);
+    assert_eq!(pass(&service, later).await.sent, 1);
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT");
+    assert_eq!(body["provider_refund_id"], "880002");
+    assert_eq!(pass(&service, later).await.completed, 1);
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "COMPLETED");
+    // The expectations (one POST) are checked when the server drops.
+}
+
+#[actix_web::test]
+async fn an_outage_is_retried_after_a_read_back_and_refused_refunds_fail_visibly() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Outage").await;
+    let paid = card_paid_order(&app, &server, &b, 7003, 25_050).await;
+    let refused = card_paid_order(&app, &server, &b, 7004, 5_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7003/refund"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7003/refund"))
+        .and(body_json(
+            json!({"amount": 250.5, "comments": "Refund of a reversed order"}),
+        ))
+        .respond_with(success(refund_answer(880003, 7003, 250.5, "completed")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", "7003"))
+        .respond_with(success(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7004/refund"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "error", "message": "Refund window has elapsed for this transaction",
+            "data": null
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let first = refund(&app, &b, paid).await;
+    let second = refund(&app, &b, refused).await;
+    let service = app.app.state.services.provider_refunds.clone();
+    let now = Utc::now();
+    let report = pass(&service, now).await;
+    assert_eq!((report.retried, report.failed), (1, 1), "{report:?}");
+
+    let (_, body) = provider_refund(&app, &b.finance, first).await;
+    assert_eq!(body["status"], "PENDING");
+    assert!(
+        body["last_error"].as_str().unwrap().contains("500"),
+        "{body:?}"
+    );
+    let (_, body) = provider_refund(&app, &b.finance, second).await;
+    assert_eq!(body["status"], "FAILED");
+    assert!(
+        body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("Refund window has elapsed"),
+        "{body:?}"
+    );
+    assert_eq!(body["provider_refund_id"], Value::Null);
+    // A failed provider refund leaves the ledger's reversal in place (an operator settles it).
+    let order = app
+        .get(&format!("/api/v1/orders/{second}"), &b.finance)
+        .await;
+    assert_eq!(order.body["status"], "COMPLETED");
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {second}
+                 AND action = 'provider_refund.failed'"
+            )
+        )
+        .await,
+        1
+    );
+
+    // After the backoff: read back (nothing there: a 500 did nothing), sent once more.
+    let report = pass(&service, now + chrono::Duration::minutes(1)).await;
+    assert_eq!(report.sent, 1, "{report:?}");
+    let (_, body) = provider_refund(&app, &b.finance, first).await;
+    assert_eq!(body["status"], "SENT");
+    assert_eq!(body["provider_refund_id"], "880003");
+    assert_eq!(body["attempts"], 2);
+    assert_eq!(body["last_error"], Value::Null);
+}
+
+#[actix_web::test]
+async fn a_refund_the_provider_never_answers_fails_after_the_capped_attempts() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "NoAnswer").await;
+    let paid = card_paid_order(&app, &server, &b, 7005, 10_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7005/refund"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", "7005"))
+        .respond_with(success(json!([])))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let reversal = refund(&app, &b, paid).await;
+    let policy = RefundPolicy {
+        max_attempts: 2,
+        ..RefundPolicy::default()
+    };
+    let service = impatient(&app, &server, policy);
+    let mut at = Utc::now();
+    for _ in 0..2 {
+        assert_eq!(pass(&service, at).await.retried, 1);
+        at += chrono::Duration::hours(2);
+    }
+    assert_eq!(pass(&service, at).await.failed, 1);
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "FAILED");
+    let reason = body["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("did not answer 2 attempts"), "{reason}");
+    assert!(reason.contains("503"), "{reason}");
+}
+
+#[actix_web::test]
+async fn cash_refunds_never_reach_the_provider_and_the_route_keeps_to_its_tenant() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Cash").await;
+    let other = books(&app, "OtherTenant").await;
+    let cash = deposit(&app, b.org_wallet, 20_000).await;
+    let cash_reversal = refund(&app, &b, cash["id"].as_i64().unwrap()).await;
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM provider_refunds").await,
+        0
+    );
+    let (status, _) = provider_refund(&app, &b.finance, cash_reversal).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let service = app.app.state.services.provider_refunds.clone();
+    assert_eq!(
+        pass(&service, Utc::now() + chrono::Duration::days(1)).await,
+        RefundReport::default()
+    );
+    assert!(
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "a cash refund called the provider"
+    );
+
+    // Access rules of GET /orders/{id}/provider-refund.
+    let paid = card_paid_order(&app, &server, &b, 7006, 10_000).await;
+    let reversal = refund(&app, &b, paid).await;
+    let url = format!("/api/v1/orders/{reversal}/provider-refund");
+    assert_eq!(
+        app.get(&url, &As::Nobody).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, tech) = app.member(b.org, "TECH").await;
+    let r = app.get(&url, &tech).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let r = app.get(&url, &other.finance).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    // A customer whose wallets the order does not touch does not see it either.
+    assert_eq!(
+        app.get(&url, &b.customer_token).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/orders/abc/provider-refund", &b.finance)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // The original payment is not the reversing order: it has no provider refund.
+    assert_eq!(
+        provider_refund(&app, &b.finance, paid).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = provider_refund(&app, &b.manager, reversal).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(body["status"], "PENDING");
+    let (status, _) = provider_refund(&app, &app.root, reversal).await;
+    assert_eq!(status, StatusCode::OK);
+}
