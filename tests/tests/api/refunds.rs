@@ -18,7 +18,7 @@ use tiamat_tests::{As, TestApp};
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::ledger::{Books, balance, books, deposit, system_balance, verify};
+use crate::ledger::{Books, balance, books, deposit, meter_wallet, system_balance, verify};
 
 const SECRET: &str = "FLWSECK_TEST-refunds-platform-key";
 
@@ -62,6 +62,18 @@ async fn card_paid_order(
     tx: u64,
     minor: i64,
 ) -> i64 {
+    card_paid_into(app, server, b, b.org_wallet, tx, minor).await
+}
+
+/// Like [`card_paid_order`], into `wallet`.
+async fn card_paid_into(
+    app: &TestApp,
+    server: &MockServer,
+    b: &Books,
+    wallet: i64,
+    tx: u64,
+    minor: i64,
+) -> i64 {
     Mock::given(method("POST"))
         .and(path("/v3/payments"))
         .respond_with(success(
@@ -73,7 +85,7 @@ async fn card_paid_order(
         .post(
             "/api/v1/payments/flutterwave",
             &b.finance,
-            json!({"wallet_id": b.org_wallet, "amount": minor, "currency": "NGN",
+            json!({"wallet_id": wallet, "amount": minor, "currency": "NGN",
                    "redirect_url": "https://ops.example/paid"}),
         )
         .await;
@@ -488,4 +500,80 @@ async fn cash_refunds_never_reach_the_provider_and_the_route_keeps_to_its_tenant
     assert_eq!(body["status"], "PENDING");
     let (status, _) = provider_refund(&app, &app.root, reversal).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn racing_workers_send_a_refund_once() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Race").await;
+    let paid = card_paid_order(&app, &server, &b, 7007, 10_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7007/refund"))
+        .respond_with(success(refund_answer(880007, 7007, 100.0, "pending")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let reversal = refund(&app, &b, paid).await;
+    let service = app.app.state.services.provider_refunds.clone();
+    let now = Utc::now();
+    let (a, b2, c) = tokio::join!(
+        pass(&service, now),
+        pass(&service, now),
+        pass(&service, now)
+    );
+    assert_eq!(a.sent + b2.sent + c.sent, 1, "{a:?} {b2:?} {c:?}");
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT");
+    assert_eq!(body["attempts"], 1);
+}
+
+#[actix_web::test]
+async fn refunding_an_undelivered_card_paid_purchase_refunds_the_card() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Purchase").await;
+    let (meter, wallet) = meter_wallet(&app, &b, "47009990001").await;
+    let paid = card_paid_into(&app, &server, &b, wallet, 7008, 10_000).await;
+    // A purchase whose energy never arrived (its delivery failed).
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    diesel::sql_query(format!(
+        "INSERT INTO meter_purchases (organization_id, order_id, meter_id, amount_minor, currency,
+             energy_wh, status, failure_reason, payer_wallet_id, meter_wallet_id)
+         SELECT organization_id, id, {meter}, amount_minor, currency, 0, 'FAILED',
+                'delivery failed', sender_wallet_id, receiver_wallet_id
+         FROM orders WHERE id = {paid}"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let purchase = count(
+        &app,
+        &format!("SELECT id AS n FROM meter_purchases WHERE order_id = {paid}"),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7008/refund"))
+        .respond_with(success(refund_answer(880008, 7008, 100.0, "pending")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let r = app
+        .post(
+            &format!("/api/v1/purchases/{purchase}/refund"),
+            &b.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "REFUNDED");
+    let reversal = r.body["refund_order_id"].as_i64().unwrap();
+    let (status, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(body["original_order_id"], paid);
+    let service = app.app.state.services.provider_refunds.clone();
+    assert_eq!(pass(&service, Utc::now()).await.sent, 1);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
 }
