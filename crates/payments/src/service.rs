@@ -89,6 +89,9 @@ pub struct RefundDraft {
     pub reason: Option<String>,
     pub author_account_id: Option<AccountId>,
     pub author_api_key_id: Option<ApiKeyId>,
+    /// Posted by the refund of the order's meter purchase (which holds the purchase row while
+    /// it posts), not through `/orders`.
+    pub by_purchase: bool,
 }
 
 /// Completed money per grid, currency and period.
@@ -139,7 +142,8 @@ pub trait LedgerStore: Send + Sync {
         check: TransferCheck<'_>,
         audit: AuditDraft,
     ) -> Result<Order, DomainError>;
-    /// Posts the reversing order of a COMPLETED order (at most once).
+    /// Posts the reversing order of a COMPLETED order (at most once). For an order paid through a
+    /// provider it also owes the provider refund ([`crate::refunds`]) in the same transaction.
     async fn refund(
         &self,
         scope: TenantScope,
@@ -362,6 +366,7 @@ impl MoneyService {
                     reason,
                     author_account_id: who.account_id,
                     author_api_key_id: who.api_key_id(),
+                    by_purchase: false,
                 },
                 audit,
             )

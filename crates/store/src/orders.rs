@@ -1,5 +1,7 @@
-//! Orders: wallet-to-wallet transfers posted at once, refunds (reversing orders), external
-//! payments (INITIALISED until settled, cancelled or timed out), listing and revenue.
+//! Orders: wallet-to-wallet transfers posted at once, refunds (reversing orders; for an order
+//! paid through a provider also the provider refund owed, written in the same transaction, see
+//! `provider_refunds`), external payments (INITIALISED until settled, cancelled or timed out),
+//! listing and revenue.
 //!
 //! Store API (besides the `payments::LedgerStore` and `payments::PaymentOrderStore` ports):
 //! * [`cas_status`]: the compare-and-set every status change goes through;
@@ -454,7 +456,9 @@ impl Db {
                 return Err(conflict(format!("the order was refunded by order {e}")));
             }
             // Money that went on (energy sold, a payout sent) is not the payer's any more.
-            if let Some(why) = crate::postings::refund_refusal(c, original.id).await? {
+            if let Some(why) =
+                crate::postings::refund_refusal(c, original.id, d.by_purchase).await?
+            {
                 return Err(conflict(why));
             }
             let entries = posted_entries(c, original.id).await?;

@@ -440,12 +440,16 @@ struct RefusalRow {
     payout: bool,
 }
 
-/// Why the order must not be refunded through `/orders`, if it must not: the energy it paid for
-/// was delivered (its money went to the organization) or is being delivered (refund the purchase
-/// once it failed), or it is a payout's withdrawal (reversed by the transfer's outcome).
+/// Why the order must not be refunded, if it must not: the energy it paid for was delivered (its
+/// money went to the organization) or is being delivered, or it is a payout's withdrawal
+/// (reversed by the transfer's outcome). An undelivered purchase's order is refunded only
+/// through the purchase (`by_purchase`): that refund holds the purchase row while the ledger
+/// posts, so a re-delivery claimed at the same moment waits and then finds it REFUNDED; through
+/// `/orders` the two could both succeed (energy delivered for money given back).
 pub(crate) async fn refund_refusal(
     c: &mut AsyncPgConnection,
     order_id: i64,
+    by_purchase: bool,
 ) -> Result<Option<String>> {
     let row: RefusalRow = diesel::sql_query(
         "SELECT (SELECT p.status FROM meter_purchases p WHERE p.order_id = $1) AS purchase_status,
@@ -477,6 +481,11 @@ pub(crate) async fn refund_refusal(
         Some(PurchaseStatus::Pending) => Some(
             "the energy this order paid for is being delivered; refund the purchase if the \
              delivery fails"
+                .into(),
+        ),
+        Some(PurchaseStatus::Failed) if !by_purchase => Some(
+            "the energy this order paid for was not delivered: refund its purchase \
+             (POST /api/v1/purchases/{id}/refund) so the purchase and the money agree"
                 .into(),
         ),
         Some(PurchaseStatus::Failed | PurchaseStatus::Refunded) | None => None,

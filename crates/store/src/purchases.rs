@@ -794,6 +794,7 @@ async fn refund(db: &Db, id: PurchaseId, by: Actor) -> std::result::Result<(), D
                         reason: Some(format!("meter purchase {id} was not delivered")),
                         author_account_id: by.account,
                         author_api_key_id: by.api_key,
+                        by_purchase: true,
                     },
                     audit(
                         by,

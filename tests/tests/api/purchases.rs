@@ -474,6 +474,23 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    // Not around the purchase through /orders: a re-delivery could race such a refund.
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", order["id"]),
+            &s.finance,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refund its purchase"),
+        "{:?}",
+        r.body
+    );
     let r = app
         .post(
             &format!("/api/v1/purchases/{}/refund", p["id"]),
