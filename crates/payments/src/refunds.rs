@@ -309,7 +309,7 @@ impl ProviderRefundService {
         if refund.attempts > 1 {
             match gateway.refunds_of(org, tx, refund.currency).await {
                 Ok(found) => {
-                    if let Some(outcome) = self.adopt(refund, found, now) {
+                    if let Some(outcome) = adopt(refund, found, now) {
                         return outcome;
                     }
                 }
@@ -337,43 +337,6 @@ impl ProviderRefundService {
             },
             Err(e @ GatewayError::Unavailable(_)) => self.unanswered(refund, &e, now),
         }
-    }
-
-    /// What the payment's refunds at the provider say about ours: `None` when there is none
-    /// (send it).
-    fn adopt(
-        &self,
-        refund: &ProviderRefundRecord,
-        found: Vec<ProviderRefund>,
-        now: DateTime<Utc>,
-    ) -> Option<RefundOutcome> {
-        if found.is_empty() {
-            return None;
-        }
-        let ours = found
-            .iter()
-            .find(|r| r.amount == Some(refund.money()) && r.status != ProviderStatus::Failed)
-            .or_else(|| found.iter().find(|r| r.amount == Some(refund.money())));
-        Some(match ours {
-            Some(r) => RefundOutcome::Sent {
-                provider_refund_id: r.id.clone(),
-                // Read back at once: it may be final already.
-                next_look_at: now,
-            },
-            // Someone refunded another amount (at the dashboard?): sending ours could refund
-            // more than was paid.
-            None => RefundOutcome::Failed {
-                reason: format!(
-                    "the payment already has a refund of another amount at the provider ({}); \
-                     settle it there",
-                    found
-                        .iter()
-                        .map(|r| r.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-        })
     }
 
     fn unanswered(
@@ -425,6 +388,42 @@ impl ProviderRefundService {
     }
 }
 
+/// What the payment's refunds at the provider say about ours: `None` when there is none
+/// (send it).
+fn adopt(
+    refund: &ProviderRefundRecord,
+    found: Vec<ProviderRefund>,
+    now: DateTime<Utc>,
+) -> Option<RefundOutcome> {
+    if found.is_empty() {
+        return None;
+    }
+    let ours = found
+        .iter()
+        .find(|r| r.amount == Some(refund.money()) && r.status != ProviderStatus::Failed)
+        .or_else(|| found.iter().find(|r| r.amount == Some(refund.money())));
+    Some(match ours {
+        Some(r) => RefundOutcome::Sent {
+            provider_refund_id: r.id.clone(),
+            // Read back at once: it may be final already.
+            next_look_at: now,
+        },
+        // Someone refunded another amount (at the dashboard?): sending ours could refund
+        // more than was paid.
+        None => RefundOutcome::Failed {
+            reason: format!(
+                "the payment already has a refund of another amount at the provider ({}); \
+                 settle it there",
+                found
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +437,67 @@ mod tests {
         assert_eq!(p.backoff(10), Duration::from_secs(3600));
         assert_eq!(p.backoff(i32::MAX), Duration::from_secs(3600));
         assert_eq!(p.backoff(0), Duration::from_secs(30));
+    }
+
+    fn record(amount: i64) -> ProviderRefundRecord {
+        let now = Utc::now();
+        ProviderRefundRecord {
+            id: 1,
+            organization_id: OrganizationId(1),
+            order_id: OrderId(2),
+            original_order_id: OrderId(1),
+            provider: "FLUTTERWAVE".into(),
+            provider_transaction_id: "7001".into(),
+            amount,
+            currency: Currency::parse("NGN").unwrap(),
+            status: ProviderRefundStatus::Pending,
+            provider_refund_id: None,
+            attempts: 2,
+            next_attempt_at: Some(now),
+            failure_reason: None,
+            last_error: Some("timed out".into()),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        }
+    }
+
+    fn found(id: &str, minor: i64, status: ProviderStatus) -> ProviderRefund {
+        ProviderRefund {
+            id: id.into(),
+            status,
+            amount: Some(Money::new(minor, Currency::parse("NGN").unwrap())),
+            failure_reason: None,
+        }
+    }
+
+    #[test]
+    fn a_read_back_adopts_our_refund_sends_when_there_is_none_and_never_adds_to_another() {
+        let now = Utc::now();
+        let ours = record(10_000);
+        assert_eq!(adopt(&ours, Vec::new(), now), None);
+        assert_eq!(
+            adopt(
+                &ours,
+                vec![
+                    found("1", 10_000, ProviderStatus::Failed),
+                    found("2", 10_000, ProviderStatus::Pending)
+                ],
+                now
+            ),
+            Some(RefundOutcome::Sent {
+                provider_refund_id: "2".into(),
+                next_look_at: now
+            })
+        );
+        match adopt(
+            &ours,
+            vec![found("3", 4_000, ProviderStatus::Successful)],
+            now,
+        ) {
+            Some(RefundOutcome::Failed { reason }) => assert!(reason.contains("another amount")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

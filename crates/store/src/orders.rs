@@ -24,13 +24,13 @@ use orgs::AuditDraft;
 use payments::service::TransferCheck;
 use payments::{
     LedgerError, LedgerStore, Money, NewPaymentOrder, Order, OrderEvent, OrderFilter, OrderStatus,
-    OrderType, PaymentOrderStore, Posting, PostingEntry, RefundDraft, RevenueLine, Sender,
+    OrderType, PaymentOrderStore, Posting, RefundDraft, RevenueLine, Sender,
     TransferDraft, Wallet, WalletFilter, WalletOwner, infer_type, transition,
 };
 use serde_json::json;
 
 use crate::audit::record;
-use crate::ledger::{PostingColumns, connection_fees, ledger_error};
+use crate::ledger::{PostingColumns, connection_fees, ledger_error, posted_entries};
 use crate::prepared::Prepare;
 use crate::schema::{orders as o, wallets as w};
 use crate::wallets::{WalletRow, load_wallet, lock_wallets, system_wallet};
@@ -461,7 +461,7 @@ impl Db {
             {
                 return Err(conflict(why));
             }
-            let entries = posted_entries(c, original.id).await?;
+            let entries = posted_entries(c, original.id, None).await?;
             let posting = Posting::new(entries)
                 .and_then(|p| p.reversal())
                 .map_err(ledger_error)?;
@@ -800,37 +800,6 @@ struct RevenueRow {
     connection_payment_amount: i64,
     #[diesel(sql_type = BigInt)]
     refunded_amount: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct EntryRow {
-    #[diesel(sql_type = BigInt)]
-    wallet_id: i64,
-    #[diesel(sql_type = Text)]
-    currency: String,
-    #[diesel(sql_type = BigInt)]
-    amount_minor: i64,
-}
-
-/// The entries an order posted, in their order.
-async fn posted_entries(c: &mut AsyncPgConnection, order_id: i64) -> Result<Vec<PostingEntry>> {
-    let rows: Vec<EntryRow> = diesel::sql_query(
-        "SELECT e.wallet_id, e.currency::text AS currency, e.amount_minor
-         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
-         WHERE t.order_id = $1 ORDER BY e.id",
-    )
-    .bind::<BigInt, _>(order_id)
-    .load(c)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(PostingEntry {
-                wallet: WalletId(r.wallet_id),
-                currency: Currency::parse(r.currency.trim()).map_err(|_| corrupt("entry"))?,
-                amount: r.amount_minor,
-            })
-        })
-        .collect()
 }
 
 #[derive(diesel::QueryableByName)]

@@ -500,6 +500,11 @@ async fn cash_refunds_never_reach_the_provider_and_the_route_keeps_to_its_tenant
     assert_eq!(body["status"], "PENDING");
     let (status, _) = provider_refund(&app, &app.root, reversal).await;
     assert_eq!(status, StatusCode::OK);
+    let doc = app.get("/api/v1/openapi.json", &As::Nobody).await;
+    assert!(
+        doc.body["paths"]["/api/v1/orders/{id}/provider-refund"]["get"].is_object(),
+        "not in the OpenAPI document"
+    );
 }
 
 #[actix_web::test]
