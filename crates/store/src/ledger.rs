@@ -12,14 +12,14 @@
 //! * `impl PaymentSettlement for Db`: credits a verified payment to its order exactly once.
 
 use async_trait::async_trait;
-use diesel::sql_types::{Array, BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use kernel::{DomainError, OrderId, TenantScope, WalletId};
+use kernel::{Currency, DomainError, OrderId, TenantScope, WalletId};
 use orgs::AuditDraft;
 use payments::ledger::{LedgerOffence, LedgerReport};
 use payments::{
-    LedgerError, OrderEvent, OrderStatus, PaymentSettlement, Posting, ProviderStatus, Settlement,
-    VerifiedPayment,
+    LedgerError, OrderEvent, OrderStatus, PaymentSettlement, Posting, PostingEntry, ProviderStatus,
+    Settlement, VerifiedPayment,
 };
 use serde_json::json;
 
@@ -147,6 +147,50 @@ pub(crate) async fn connection_fees(
         .await?;
     }
     Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct EntryRow {
+    #[diesel(sql_type = BigInt)]
+    wallet_id: i64,
+    #[diesel(sql_type = Text)]
+    currency: String,
+    #[diesel(sql_type = BigInt)]
+    amount_minor: i64,
+}
+
+/// The entries of an order's posting of `kind`, in their order; `None`: the order's own posting
+/// (an energy sale is posted on its top-up's order too, and is not the order's to reverse).
+pub(crate) async fn posted_entries(
+    c: &mut AsyncPgConnection,
+    order_id: i64,
+    kind: Option<&str>,
+) -> Result<Vec<PostingEntry>> {
+    let rows: Vec<EntryRow> = diesel::sql_query(
+        "SELECT e.wallet_id, e.currency::text AS currency, e.amount_minor
+         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+         WHERE t.order_id = $1
+           AND CASE WHEN $2::text IS NULL THEN t.kind <> 'ENERGY_SALE' ELSE t.kind = $2 END
+         ORDER BY e.id",
+    )
+    .bind::<BigInt, _>(order_id)
+    .bind::<Nullable<Text>, _>(kind)
+    .load(c)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(PostingEntry {
+                wallet: WalletId(r.wallet_id),
+                currency: Currency::parse(r.currency.trim()).map_err(|_| {
+                    StoreError::Domain(DomainError::Internal(format!(
+                        "ledger entry of order {order_id} in currency {:?}",
+                        r.currency
+                    )))
+                })?,
+                amount: r.amount_minor,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn ledger_error(e: LedgerError) -> StoreError {

@@ -24,8 +24,8 @@ use orgs::AuditDraft;
 use payments::service::TransferCheck;
 use payments::{
     LedgerError, LedgerStore, Money, NewPaymentOrder, Order, OrderEvent, OrderFilter, OrderStatus,
-    OrderType, PaymentOrderStore, Posting, RefundDraft, RevenueLine, Sender,
-    TransferDraft, Wallet, WalletFilter, WalletOwner, infer_type, transition,
+    OrderType, PaymentOrderStore, Posting, RefundDraft, RevenueLine, Sender, TransferDraft, Wallet,
+    WalletFilter, WalletOwner, infer_type, transition,
 };
 use serde_json::json;
 

@@ -20,11 +20,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{Currency, DomainError, TenantScope};
 use orgs::AuditDraft;
 use payments::purchase::{Actor, PurchaseStatus};
-use payments::{Money, OrderType, Posting, PostingEntry, Wallet, WalletOwner};
+use payments::{Money, OrderType, Posting, Wallet, WalletOwner};
 use serde_json::json;
 
 use crate::audit::record;
-use crate::ledger::{ledger_error, post};
+use crate::ledger::{ledger_error, post, posted_entries};
 use crate::wallets::{lock_wallets, system_wallet};
 use crate::{Result, StoreError};
 
@@ -299,16 +299,6 @@ async fn audit_both(
 }
 
 #[derive(diesel::QueryableByName)]
-struct EntryRow {
-    #[diesel(sql_type = BigInt)]
-    wallet_id: i64,
-    #[diesel(sql_type = Text)]
-    currency: String,
-    #[diesel(sql_type = BigInt)]
-    amount_minor: i64,
-}
-
-#[derive(diesel::QueryableByName)]
 struct WithdrawalRow {
     #[diesel(sql_type = BigInt)]
     organization_id: i64,
@@ -346,26 +336,7 @@ pub(crate) async fn reverse_payout(
     if w.reversed_by.is_some() {
         return Ok(None);
     }
-    let entries: Vec<EntryRow> = diesel::sql_query(
-        "SELECT e.wallet_id, e.currency::text AS currency, e.amount_minor
-         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
-         WHERE t.order_id = $1 AND t.kind = $2 ORDER BY e.id",
-    )
-    .bind::<BigInt, _>(withdrawal)
-    .bind::<Text, _>(PAYOUT)
-    .load(c)
-    .await?;
-    let entries = entries
-        .into_iter()
-        .map(|e| {
-            Ok(PostingEntry {
-                wallet: kernel::WalletId(e.wallet_id),
-                currency: Currency::parse(e.currency.trim())
-                    .map_err(|_| internal(format!("currency {:?}", e.currency)))?,
-                amount: e.amount_minor,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let entries = posted_entries(c, withdrawal, Some(PAYOUT)).await?;
     let posting = Posting::new(entries)
         .and_then(|p| p.reversal())
         .map_err(ledger_error)?;
