@@ -614,10 +614,21 @@ impl PaymentGateway for FlutterwaveGateway {
         };
         let refunds: Vec<Refund> =
             serde_json::from_str(data.get()).map_err(|_| malformed("a list of refunds"))?;
-        // The filter is the provider's; a refund of another payment is never reported as ours.
+        // The filter is the provider's. Should it ever answer other payments' refunds, the list
+        // is not this payment's (and may be one page of many): "none found" could then cause a
+        // second refund, so it is reported as not knowing.
+        if refunds
+            .iter()
+            .any(|r| r.payment_id().as_deref() != Some(id))
+        {
+            return Err(GatewayError::Unavailable(
+                "Flutterwave's refund list is not filtered to the payment; cannot tell whether it \
+                 was refunded"
+                    .into(),
+            ));
+        }
         refunds
             .into_iter()
-            .filter(|r| r.payment_id().as_deref() == Some(id))
             .map(|r| r.into_provider_refund(currency))
             .collect()
     }

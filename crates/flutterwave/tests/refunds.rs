@@ -139,14 +139,22 @@ async fn refunds_read_back_by_id_map_the_status() {
 }
 
 #[tokio::test]
-async fn the_refunds_of_a_payment_are_listed_and_filtered_to_it() {
+async fn the_refunds_of_a_payment_are_listed_and_an_unfiltered_list_is_not_trusted() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v3/refunds"))
         .and(query_param("id", "908790"))
         .respond_with(success(json!([
-            {"id": 75923, "amount_refunded": 150.5, "status": "completed", "transaction_id": 908790},
-            // Another payment's refund (should the provider ignore the filter) is not ours.
+            {"id": 75923, "amount_refunded": 150.5, "status": "completed", "transaction_id": 908790}
+        ])))
+        .mount(&server)
+        .await;
+    // Another payment's refund in the answer: the filter was not applied, so the list says
+    // nothing about whether this payment was refunded.
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", "777"))
+        .respond_with(success(json!([
             {"id": 1, "amount_refunded": 150.5, "status": "completed", "transaction_id": 4}
         ])))
         .mount(&server)
@@ -163,4 +171,8 @@ async fn the_refunds_of_a_payment_are_listed_and_filtered_to_it() {
     assert_eq!(found[0].id, "75923");
     assert_eq!(found[0].amount, Some(Money::new(15050, ngn())));
     assert!(g.refunds_of(None, "555", ngn()).await.unwrap().is_empty());
+    assert!(matches!(
+        g.refunds_of(None, "777", ngn()).await,
+        Err(GatewayError::Unavailable(_))
+    ));
 }
