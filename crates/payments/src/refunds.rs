@@ -314,6 +314,15 @@ impl ProviderRefundService {
                     }
                 }
                 // Not knowing whether it was sent, it is not sent again.
+                Err(e) if refund.attempts > self.policy.max_attempts => {
+                    return RefundOutcome::Failed {
+                        reason: format!(
+                            "the provider did not answer {} attempts and whether it refunded \
+                             is unknown (check there before refunding by hand): {e}",
+                            self.policy.max_attempts
+                        ),
+                    };
+                }
                 Err(e) => return self.unanswered(refund, &e, now),
             }
         }

@@ -582,3 +582,39 @@ async fn refunding_an_undelivered_card_paid_purchase_refunds_the_card() {
     let (sound, report) = verify(&app).await;
     assert!(sound, "{report}");
 }
+
+#[actix_web::test]
+async fn a_refund_that_cannot_be_read_back_is_never_resent_and_fails_for_an_operator() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "Unknowable").await;
+    let paid = card_paid_order(&app, &server, &b, 7009, 10_000).await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transactions/7009/refund"))
+        .respond_with(ResponseTemplate::new(502))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let reversal = refund(&app, &b, paid).await;
+    let policy = RefundPolicy {
+        max_attempts: 2,
+        ..RefundPolicy::default()
+    };
+    let service = impatient(&app, &server, policy);
+    let mut at = Utc::now();
+    for _ in 0..2 {
+        assert_eq!(pass(&service, at).await.retried, 1);
+        at += chrono::Duration::hours(2);
+    }
+    assert_eq!(pass(&service, at).await.failed, 1);
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "FAILED");
+    let reason = body["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("unknown"), "{reason}");
+}
