@@ -381,6 +381,102 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r.body["id"].as_i64().expect("id")
     }
+
+    /// A ChirpStack CALIN LoRaWAN gateway on `grid`, reported online by `service` (an API key
+    /// with the SERVICE role). Returns its id.
+    pub async fn online_gateway(&self, manager: &As, service: &As, grid: i64, name: &str) -> i64 {
+        let r = self
+            .post(
+                "/api/v1/dcus",
+                manager,
+                json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"),
+                       "communication_protocol": "CALIN_LORAWAN"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let gateway = r.body["id"].as_i64().expect("id");
+        let r = self
+            .post(
+                &format!("/api/v1/dcus/{gateway}/assign"),
+                manager,
+                json!({"grid_id": grid}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+        self.gateway_online(service, gateway, true).await;
+        gateway
+    }
+
+    /// Reports the gateway online or offline (as the DCU snapshot job would).
+    pub async fn gateway_online(&self, service: &As, gateway: i64, online: bool) {
+        let r = self
+            .put(
+                "/api/v1/dcus/state",
+                service,
+                json!({"states": [{"id": gateway, "is_online": online}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+
+    /// Sets the grid's high-power supply on or off (energised or not).
+    pub async fn energise(&self, service: &As, grid: i64, on: bool) {
+        let r = self
+            .put(
+                &format!("/api/v1/grids/{grid}/state"),
+                service,
+                json!({"is_hps_on": on}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+
+    /// A customer on `grid` with a connection, and a meter created from `meter` (the body of
+    /// `POST /meters`) assigned to it. Returns the meter's id.
+    pub async fn connected_meter(&self, manager: &As, grid: i64, meter: Value) -> i64 {
+        let c = self
+            .post(
+                "/api/v1/customers",
+                manager,
+                json!({"grid_id": grid, "full_name": "C"}),
+            )
+            .await;
+        assert_eq!(c.status, StatusCode::CREATED, "{:?}", c.body);
+        let conn = self
+            .post(
+                "/api/v1/connections",
+                manager,
+                json!({"customer_id": c.body["id"]}),
+            )
+            .await;
+        assert_eq!(conn.status, StatusCode::CREATED, "{:?}", conn.body);
+        let m = self.post("/api/v1/meters", manager, meter).await;
+        assert!(m.status.is_success(), "{:?}", m.body);
+        let id = m.body["id"].as_i64().expect("id");
+        let r = self
+            .post(
+                &format!("/api/v1/meters/{id}/assign"),
+                manager,
+                json!({"connection_id": conn.body["id"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        id
+    }
+
+    /// Records that the meter was heard from just now (a LoRaWAN meter unseen for 24 h is
+    /// refused commands).
+    pub async fn heard_now(&self, service: &As, meter: i64) {
+        let now = chrono::Utc::now().to_rfc3339();
+        let r = self
+            .put(
+                "/api/v1/meters/state",
+                service,
+                json!({"states": [{"id": meter, "last_seen_at": now}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
 }
 
 type BoxedFuture = std::pin::Pin<

@@ -2,69 +2,23 @@ use actix_web::http::StatusCode;
 use serde_json::json;
 use tiamat_tests::{As, TestApp};
 
-/// An organization with an energised grid, an online LoRaWAN gateway and an installed meter.
+/// An organization with a grid (energised or not), an online LoRaWAN gateway and an installed
+/// meter heard from just now.
 async fn installed_meter(app: &TestApp, name: &str, energised: bool) -> (i64, i64, As) {
     let org = app.organization(name).await;
     let grid = app.grid(org, &format!("{name} grid")).await;
     let (_, manager) = app.member(org, "MANAGER").await;
     let key = app.key(org, "SERVICE").await;
-    let c = app
-        .post(
-            "/api/v1/customers",
+    app.online_gateway(&manager, &key, grid, name).await;
+    app.energise(&key, grid, energised).await;
+    let meter = app
+        .connected_meter(
             &manager,
-            json!({"grid_id": grid, "full_name": "C"}),
-        )
-        .await;
-    let conn = app
-        .post(
-            "/api/v1/connections",
-            &manager,
-            json!({"customer_id": c.body["id"]}),
-        )
-        .await;
-    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
-    let gw = gw.body["id"].as_i64().unwrap();
-    app.post(
-        &format!("/api/v1/dcus/{gw}/assign"),
-        &manager,
-        json!({"grid_id": grid}),
-    )
-    .await;
-    app.put(
-        "/api/v1/dcus/state",
-        &key,
-        json!({"states": [{"id": gw, "is_online": true}]}),
-    )
-    .await;
-    app.put(
-        &format!("/api/v1/grids/{grid}/state"),
-        &key,
-        json!({"is_hps_on": energised}),
-    )
-    .await;
-    let m = app
-        .post(
-            "/api/v1/meters",
-            &manager,
+            grid,
             json!({"external_system": "CALIN", "external_reference": format!("{name}-1")}),
         )
         .await;
-    let meter = m.body["id"].as_i64().unwrap();
-    let r = app
-        .post(
-            &format!("/api/v1/meters/{meter}/assign"),
-            &manager,
-            json!({"connection_id": conn.body["id"]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let now = chrono::Utc::now().to_rfc3339();
-    app.put(
-        "/api/v1/meters/state",
-        &key,
-        json!({"states": [{"id": meter, "last_seen_at": now}]}),
-    )
-    .await;
+    app.heard_now(&key, meter).await;
     (meter, grid, manager)
 }
 

@@ -152,23 +152,8 @@ async fn site(app: &TestApp, name: &str) -> Site {
     let grid = app.grid(org, &format!("{name} grid")).await;
     let (_, manager) = app.member(org, "MANAGER").await;
     let key = app.key(org, "SERVICE").await;
-    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
-    let gateway = gw.body["id"].as_i64().unwrap();
-    app.post(
-        &format!("/api/v1/dcus/{gateway}/assign"),
-        &manager,
-        json!({"grid_id": grid}),
-    )
-    .await;
-    set_gateway(app, &key, gateway, true).await;
-    let r = app
-        .put(
-            &format!("/api/v1/grids/{grid}/state"),
-            &key,
-            json!({"is_hps_on": true}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let gateway = app.online_gateway(&manager, &key, grid, name).await;
+    app.energise(&key, grid, true).await;
     Site {
         org,
         grid,
@@ -176,17 +161,6 @@ async fn site(app: &TestApp, name: &str) -> Site {
         manager,
         key,
     }
-}
-
-async fn set_gateway(app: &TestApp, key: &As, gateway: i64, online: bool) {
-    let r = app
-        .put(
-            "/api/v1/dcus/state",
-            key,
-            json!({"states": [{"id": gateway, "is_online": online}]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
 /// `n` assigned CALIN LoRaWAN meters on the site's grid, heard from just now (bulk SQL: the
@@ -807,7 +781,7 @@ async fn commands_queued_during_an_outage_leave_one_per_meter_when_the_gateway_r
     let app = TestApp::start().await;
     let s = site(&app, "Outage").await;
     let meters = meters_on(&app, &s, 47400000000, 600).await;
-    set_gateway(&app, &s.key, s.gateway, false).await;
+    app.gateway_online(&s.key, s.gateway, false).await;
     for (m, _) in &meters {
         command(&app, &s.key, *m, "TURN_OFF").await;
     }
@@ -817,7 +791,7 @@ async fn commands_queued_during_an_outage_leave_one_per_meter_when_the_gateway_r
     let net = RecordingNetwork::default();
     let d = service(&app, &net, timings());
     assert_eq!(d.send_due(1000).await.unwrap().sent, 0, "suspended");
-    set_gateway(&app, &s.key, s.gateway, true).await;
+    app.gateway_online(&s.key, s.gateway, true).await;
     let report = app
         .app
         .reconciler(ReconcilePolicy::default())

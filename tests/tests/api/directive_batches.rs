@@ -19,26 +19,8 @@ async fn dual_grid(app: &TestApp, name: &str) -> (i64, Vec<i64>, i64, As) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
-    let gw = gw.body["id"].as_i64().unwrap();
-    app.post(
-        &format!("/api/v1/dcus/{gw}/assign"),
-        &manager,
-        json!({"grid_id": grid}),
-    )
-    .await;
-    app.put(
-        "/api/v1/dcus/state",
-        &key,
-        json!({"states": [{"id": gw, "is_online": true}]}),
-    )
-    .await;
-    app.put(
-        &format!("/api/v1/grids/{grid}/state"),
-        &key,
-        json!({"is_hps_on": true}),
-    )
-    .await;
+    app.online_gateway(&manager, &key, grid, name).await;
+    app.energise(&key, grid, true).await;
     let mut ids = Vec::new();
     for (i, kind) in ["FS", "FS", "HPS"].iter().enumerate() {
         let c = app

@@ -40,71 +40,16 @@ async fn site(app: &TestApp, name: &str) -> Site {
         .await;
     assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
     let grid = g.body["id"].as_i64().unwrap();
-    let c = app
-        .post(
-            "/api/v1/customers",
+    app.online_gateway(&manager, &key, grid, name).await;
+    app.energise(&key, grid, true).await;
+    let meter = app
+        .connected_meter(
             &manager,
-            json!({"grid_id": grid, "full_name": "C"}),
+            grid,
+            json!({"external_system": "CALIN", "external_reference": format!("{name}-1"), "decoder_key": "0123456789ABCDEF"}),
         )
         .await;
-    let conn = app
-        .post(
-            "/api/v1/connections",
-            &manager,
-            json!({"customer_id": c.body["id"]}),
-        )
-        .await;
-    let gw = app.post("/api/v1/dcus", &manager, json!({"external_system": "CHIRPSTACK", "external_reference": format!("gw-{name}"), "communication_protocol": "CALIN_LORAWAN"})).await;
-    let gw = gw.body["id"].as_i64().unwrap();
-    app.post(
-        &format!("/api/v1/dcus/{gw}/assign"),
-        &manager,
-        json!({"grid_id": grid}),
-    )
-    .await;
-    app.put(
-        "/api/v1/dcus/state",
-        &key,
-        json!({"states": [{"id": gw, "is_online": true}]}),
-    )
-    .await;
-    app.put(
-        &format!("/api/v1/grids/{grid}/state"),
-        &key,
-        json!({"is_hps_on": true}),
-    )
-    .await;
-    let m = app
-        .post(
-            "/api/v1/meters",
-            &manager,
-            json!({"external_system": "CALIN", "external_reference": format!("{name}-1")}),
-        )
-        .await;
-    let meter = m.body["id"].as_i64().unwrap();
-    let r = app
-        .post(
-            &format!("/api/v1/meters/{meter}/assign"),
-            &manager,
-            json!({"connection_id": conn.body["id"]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = app
-        .patch(
-            &format!("/api/v1/meters/{meter}"),
-            &manager,
-            json!({"decoder_key": "0123456789ABCDEF"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let now = chrono::Utc::now().to_rfc3339();
-    app.put(
-        "/api/v1/meters/state",
-        &key,
-        json!({"states": [{"id": meter, "last_seen_at": now}]}),
-    )
-    .await;
+    app.heard_now(&key, meter).await;
     Site {
         org,
         meter,
