@@ -159,23 +159,25 @@ pub async fn run_once(
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
 ) -> Result<usize, kernel::DomainError> {
-    run_once_with_payments(inbox, telemetry, delivery, None, None).await
+    run_once_with_payments(inbox, telemetry, delivery, None, None, None).await
 }
 
-/// [`run_once`], with Flutterwave events handled by `checkout` (without it they wait).
+/// [`run_once`], with Flutterwave events handled by `checkout` (without it they wait); transfer
+/// events settle `payouts` and refund events `refunds`.
 pub async fn run_once_with_payments(
     inbox: &dyn Inbox,
     telemetry: &dyn TelemetryRepo,
     delivery: Option<&meters::DeliveryService>,
     checkout: Option<&payments::checkout::CheckoutService>,
     payouts: Option<&payments::payouts::PayoutService>,
+    refunds: Option<&payments::refunds::ProviderRefundService>,
 ) -> Result<usize, kernel::DomainError> {
     let claimed = inbox.claim(BATCH, LEASE_SECS).await?;
     for e in &claimed {
         let (source, handled) = match (e.source.as_str(), checkout) {
             ("flutterwave", Some(checkout)) => (
                 "flutterwave",
-                crate::payment_worker::handle(checkout, payouts, e)
+                crate::payment_worker::handle(checkout, payouts, refunds, e)
                     .await
                     .map(Handled::from),
             ),
@@ -217,6 +219,7 @@ pub fn spawn(
     let wake = app.state.wakes.inbox.clone();
     let checkout = app.state.checkout.clone();
     let payouts = app.state.services.payouts.clone();
+    let refunds = app.state.services.provider_refunds.clone();
     tokio::spawn(async move {
         loop {
             match run_once_with_payments(
@@ -225,6 +228,7 @@ pub fn spawn(
                 delivery.as_ref(),
                 Some(&checkout),
                 Some(&payouts),
+                Some(&refunds),
             )
             .await
             {

@@ -12,11 +12,13 @@ use grids::telemetry::ClaimedEvent;
 use payments::ProviderStatus;
 use payments::checkout::CheckoutService;
 use payments::payouts::PayoutService;
+use payments::refunds::{NoticeOutcome, ProviderRefundService, RefundNotice};
 
 /// What became of one Flutterwave event (recorded on its inbox row); `Err` retries it later.
 pub async fn handle(
     checkout: &CheckoutService,
     payouts: Option<&PayoutService>,
+    refunds: Option<&ProviderRefundService>,
     e: &ClaimedEvent,
 ) -> Result<String, String> {
     let body = serde_json::to_vec(&e.payload).map_err(|err| err.to_string())?;
@@ -68,8 +70,78 @@ pub async fn handle(
                 None => format!("transfer {transfer_id} is for no payout of ours"),
             })
         }
+        WebhookEvent::RefundCompleted {
+            refund_id,
+            transaction_id,
+            amount,
+            ..
+        } => {
+            let Some(refunds) = refunds else {
+                return Ok("refund.completed: no provider refunds here; recorded".into());
+            };
+            let notice = RefundNotice {
+                provider: "FLUTTERWAVE".into(),
+                provider_refund_id: refund_id,
+                provider_transaction_id: transaction_id,
+                amount,
+            };
+            let outcome = refunds
+                .on_refund_notice(&notice)
+                .await
+                .map_err(|err| err.to_string())?;
+            Ok(refund_notice_outcome(&notice, outcome))
+        }
         WebhookEvent::Other { event } => Ok(format!("{event}: recorded")),
     }
+}
+
+/// Counts a refund notice's outcome; the text is recorded on its inbox row.
+fn refund_notice_outcome(notice: &RefundNotice, outcome: NoticeOutcome) -> String {
+    let named = notice
+        .provider_refund_id
+        .as_deref()
+        .map(|id| format!("refund {id}"))
+        .or_else(|| {
+            notice
+                .provider_transaction_id
+                .as_deref()
+                .map(|tx| format!("a refund of payment {tx}"))
+        })
+        .unwrap_or_else(|| "a refund".into());
+    let (label, text) = match outcome {
+        NoticeOutcome::Unknown => {
+            tracing::warn!(
+                refund = notice.provider_refund_id.as_deref(),
+                transaction = notice.provider_transaction_id.as_deref(),
+                "refund webhook for no provider refund of ours; ignored"
+            );
+            ("unknown", format!("{named} is no refund of ours; ignored"))
+        }
+        NoticeOutcome::NotSent { order } => (
+            "not_sent",
+            format!("{named}: order {order}'s refund is not sent yet; the refund worker adopts it"),
+        ),
+        NoticeOutcome::AlreadySettled { order, status } => (
+            "already_settled",
+            format!(
+                "{named}: order {order}'s refund is already {}",
+                status.as_str()
+            ),
+        ),
+        NoticeOutcome::StillPending { order } => (
+            "still_pending",
+            format!("{named}: order {order}'s refund is still pending at the provider"),
+        ),
+        NoticeOutcome::Settled { order, status } => (
+            "settled",
+            format!(
+                "{named}: order {order}'s refund {} (read back)",
+                status.as_str()
+            ),
+        ),
+    };
+    metrics::counter!("tiamat_provider_refund_webhooks_total", "outcome" => label).increment(1);
+    text
 }
 
 /// Times out INITIALISED payments older than `abandoned_after`, every `every`. Every instance

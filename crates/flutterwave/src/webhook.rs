@@ -66,7 +66,19 @@ pub enum WebhookEvent {
         /// `SUCCESSFUL` or `FAILED`, as the body claims it.
         status: Option<String>,
     },
-    /// Anything else (refunds, subscriptions, legacy shapes): acknowledged and kept.
+    /// A refund reached a final state; find ours and re-read it by its refund id.
+    RefundCompleted {
+        /// The provider's refund id (`data.id`).
+        refund_id: Option<String>,
+        /// The refunded payment (`data.tx_id`, `data.transaction_id` or v4 `data.charge_id`):
+        /// with `amount`, finds our refund when the body has no refund id.
+        transaction_id: Option<String>,
+        /// What the body says was refunded, when it names a currency we know.
+        amount: Option<payments::Money>,
+        /// As the body claims it (part of the deduplication key only).
+        status: Option<String>,
+    },
+    /// Anything else (subscriptions, legacy shapes): acknowledged and kept.
     Other { event: String },
 }
 
@@ -76,6 +88,7 @@ impl WebhookEvent {
         match self {
             WebhookEvent::ChargeCompleted { .. } => "charge.completed",
             WebhookEvent::TransferCompleted { .. } => "transfer.completed",
+            WebhookEvent::RefundCompleted { .. } => "refund.completed",
             WebhookEvent::Other { event } => event,
         }
     }
@@ -93,6 +106,22 @@ impl WebhookEvent {
                 ..
             } => format!(
                 "transfer.completed:{transfer_id}:{}",
+                status.as_deref().unwrap_or("")
+            ),
+            WebhookEvent::RefundCompleted {
+                refund_id,
+                transaction_id,
+                amount,
+                status,
+            } => format!(
+                "refund.completed:{}:{}:{}:{}",
+                refund_id.as_deref().unwrap_or(""),
+                transaction_id.as_deref().unwrap_or(""),
+                amount.map_or(String::new(), |m| format!(
+                    "{}{}",
+                    m.minor.0,
+                    m.currency.as_str()
+                )),
                 status.as_deref().unwrap_or("")
             ),
             // No id we understand: identical bodies are the same event.
@@ -139,6 +168,23 @@ pub fn parse(raw_body: &[u8]) -> Result<WebhookEvent, MalformedWebhook> {
                 status: text("status"),
             })
         }
+        "refund.completed" => {
+            let refund_id = text("id");
+            let transaction_id = text("tx_id")
+                .or_else(|| text("transaction_id"))
+                .or_else(|| text("charge_id"));
+            if refund_id.is_none() && transaction_id.is_none() {
+                return Err(MalformedWebhook(
+                    "refund.completed names neither the refund nor the payment".into(),
+                ));
+            }
+            Ok(WebhookEvent::RefundCompleted {
+                refund_id,
+                transaction_id,
+                amount: data.and_then(refunded_amount),
+                status: text("status"),
+            })
+        }
         "" => Ok(WebhookEvent::Other {
             event: "unknown".into(),
         }),
@@ -146,6 +192,22 @@ pub fn parse(raw_body: &[u8]) -> Result<WebhookEvent, MalformedWebhook> {
             event: other.chars().take(64).collect(),
         }),
     }
+}
+
+/// `data.amount_refunded` (v3) or `data.amount` in `data.currency`, exactly; `None` when either
+/// is missing or unreadable (the refund is then found by its id alone).
+fn refunded_amount(data: &Value) -> Option<payments::Money> {
+    let currency = data
+        .get("currency")
+        .and_then(Value::as_str)
+        .and_then(|c| kernel::Currency::parse(c.trim()).ok())?;
+    let text = match data.get("amount_refunded").or_else(|| data.get("amount"))? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    let minor = crate::amount::to_minor(&text, currency).ok()?;
+    Some(payments::Money::new(minor, currency))
 }
 
 /// Ids come as numbers (v3) or strings (v4 `chg_...`).
@@ -226,6 +288,45 @@ mod tests {
         assert!(
             matches!(v4, WebhookEvent::ChargeCompleted { transaction_id, .. } if transaction_id == "chg_abc")
         );
+    }
+
+    #[test]
+    fn parses_refund_events_by_id_or_by_payment_and_amount() {
+        let by_id = parse(br#"{"event":"refund.completed","data":{"id":880001,"tx_id":7001,"amount_refunded":250.5,"currency":"NGN","status":"completed"}}"#).unwrap();
+        let ngn = kernel::Currency::parse("NGN").unwrap();
+        assert_eq!(
+            by_id,
+            WebhookEvent::RefundCompleted {
+                refund_id: Some("880001".into()),
+                transaction_id: Some("7001".into()),
+                amount: Some(payments::Money::new(25_050, ngn)),
+                status: Some("completed".into()),
+            }
+        );
+        assert_eq!(by_id.name(), "refund.completed");
+        assert_eq!(
+            by_id.dedup_key(b""),
+            "refund.completed:880001:7001:25050NGN:completed"
+        );
+        let by_payment = parse(
+            br#"{"event":"refund.completed","data":{"transaction_id":"7002","amount":"100","currency":"NGN"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            by_payment,
+            WebhookEvent::RefundCompleted { refund_id: None, transaction_id: Some(t), amount: Some(m), .. }
+                if t == "7002" && m.minor.0 == 10_000
+        ));
+        // An amount in a currency we cannot read exactly is no amount.
+        let odd = parse(
+            br#"{"event":"refund.completed","data":{"id":1,"amount":1.234,"currency":"NGN"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            odd,
+            WebhookEvent::RefundCompleted { amount: None, .. }
+        ));
+        assert!(parse(br#"{"event":"refund.completed","data":{"status":"completed"}}"#).is_err());
     }
 
     #[test]

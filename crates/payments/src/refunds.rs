@@ -143,12 +143,59 @@ pub trait ProviderRefundStore: Send + Sync {
         from: ProviderRefundStatus,
         outcome: RefundOutcome,
     ) -> Result<bool, DomainError>;
+    /// The refund `provider` knows as `provider_refund_id` (any organization: a webhook names no
+    /// tenant).
+    async fn by_provider_refund_id(
+        &self,
+        provider: &str,
+        provider_refund_id: &str,
+    ) -> Result<Option<ProviderRefundRecord>, DomainError>;
+    /// The refunds of the payment `provider_transaction_id` at `provider` (any organization).
+    async fn for_payment(
+        &self,
+        provider: &str,
+        provider_transaction_id: &str,
+    ) -> Result<Vec<ProviderRefundRecord>, DomainError>;
     /// The provider refund of the reversing order `order`, within `scope`.
     async fn for_order(
         &self,
         scope: TenantScope,
         order: OrderId,
     ) -> Result<Option<ProviderRefundRecord>, DomainError>;
+}
+
+/// What a provider's refund webhook names. Only used to find our refund: its outcome is read
+/// back from the provider's API, never taken from the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    /// `FLUTTERWAVE`.
+    pub provider: String,
+    pub provider_refund_id: Option<String>,
+    /// With `amount`, finds the refund when the notice has no refund id.
+    pub provider_transaction_id: Option<String>,
+    pub amount: Option<Money>,
+}
+
+/// What a refund notice did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoticeOutcome {
+    /// No refund of ours matches (a refund made elsewhere, or an id we never recorded).
+    Unknown,
+    /// Ours, but not known to be sent (PENDING): the worker reads the payment's refunds back
+    /// before it sends, so it adopts the provider's refund then.
+    NotSent { order: OrderId },
+    /// Already COMPLETED or FAILED (a duplicate notice, or the poll was first): unchanged.
+    AlreadySettled {
+        order: OrderId,
+        status: ProviderRefundStatus,
+    },
+    /// The provider still reports it pending: it stays SENT and the poll follows it.
+    StillPending { order: OrderId },
+    /// Settled now from the provider's answer.
+    Settled {
+        order: OrderId,
+        status: ProviderRefundStatus,
+    },
 }
 
 /// Timings of the refund worker.
@@ -296,6 +343,74 @@ impl ProviderRefundService {
         Ok(report)
     }
 
+    /// A provider's refund webhook: finds our refund, reads it back from the provider and
+    /// settles a SENT one from that answer at once (compare-and-set, audited by the store), so
+    /// a duplicate notice or a refund already settled changes nothing. A provider that does not
+    /// answer is an error (the notice is retried; the poll remains the backstop).
+    pub async fn on_refund_notice(
+        &self,
+        notice: &RefundNotice,
+    ) -> Result<NoticeOutcome, DomainError> {
+        let found = match (&notice.provider_refund_id, &notice.provider_transaction_id) {
+            (Some(id), _) => {
+                self.store
+                    .by_provider_refund_id(&notice.provider, id)
+                    .await?
+            }
+            (None, Some(tx)) => {
+                let candidates = self.store.for_payment(&notice.provider, tx).await?;
+                match_notice(notice, candidates)
+            }
+            (None, None) => None,
+        };
+        let Some(refund) = found else {
+            return Ok(NoticeOutcome::Unknown);
+        };
+        let order = refund.order_id;
+        match refund.status {
+            ProviderRefundStatus::Pending => return Ok(NoticeOutcome::NotSent { order }),
+            status @ (ProviderRefundStatus::Completed | ProviderRefundStatus::Failed) => {
+                return Ok(NoticeOutcome::AlreadySettled { order, status });
+            }
+            ProviderRefundStatus::Sent => {}
+        }
+        let Some(gateway) = &self.gateway else {
+            return Err(DomainError::Unavailable(
+                "no payment provider is configured to read the refund back".into(),
+            ));
+        };
+        let Some(refund_id) = refund.provider_refund_id.clone() else {
+            // The database refuses a SENT row without the id; never here.
+            return Err(DomainError::Internal(
+                "a SENT provider refund without its id".into(),
+            ));
+        };
+        let answer = gateway
+            .refund_status(Some(refund.organization_id), &refund_id, refund.currency)
+            .await
+            .map_err(|e| {
+                DomainError::Unavailable(format!("reading refund {refund_id} back: {e}"))
+            })?;
+        let Some(outcome) = settled(answer, refund_id) else {
+            return Ok(NoticeOutcome::StillPending { order });
+        };
+        let status = match &outcome {
+            RefundOutcome::Completed { .. } => ProviderRefundStatus::Completed,
+            RefundOutcome::Failed { .. } => ProviderRefundStatus::Failed,
+            RefundOutcome::Sent { .. } | RefundOutcome::Later { .. } => ProviderRefundStatus::Sent,
+        };
+        if self
+            .store
+            .record_outcome(refund.id, ProviderRefundStatus::Sent, outcome)
+            .await?
+        {
+            Ok(NoticeOutcome::Settled { order, status })
+        } else {
+            // Another look settled it between our read and our write.
+            Ok(NoticeOutcome::AlreadySettled { order, status })
+        }
+    }
+
     /// A PENDING refund: read back first when an earlier attempt may have reached the provider,
     /// then send it.
     async fn send(
@@ -381,20 +496,45 @@ impl ProviderRefundService {
             .refund_status(Some(refund.organization_id), &refund_id, refund.currency)
             .await
         {
-            Ok(r) => match r.status {
-                ProviderStatus::Successful => RefundOutcome::Completed {
-                    provider_refund_id: refund_id,
-                },
-                ProviderStatus::Failed => RefundOutcome::Failed {
-                    reason: r
-                        .failure_reason
-                        .unwrap_or_else(|| "the provider reports the refund failed".into()),
-                },
-                ProviderStatus::Pending => later(None),
-            },
+            Ok(r) => settled(r, refund_id).unwrap_or_else(|| later(None)),
             Err(e) => later(Some(e.to_string())),
         }
     }
+}
+
+/// The outcome a read-back of our refund `refund_id` settles it with; `None` while the provider
+/// still moves it.
+fn settled(answer: ProviderRefund, refund_id: String) -> Option<RefundOutcome> {
+    match answer.status {
+        ProviderStatus::Successful => Some(RefundOutcome::Completed {
+            provider_refund_id: refund_id,
+        }),
+        ProviderStatus::Failed => Some(RefundOutcome::Failed {
+            reason: answer
+                .failure_reason
+                .unwrap_or_else(|| "the provider reports the refund failed".into()),
+        }),
+        ProviderStatus::Pending => None,
+    }
+}
+
+/// Which of the payment's refunds a notice without a refund id is about: the one of the
+/// notice's amount, a SENT one first (only a SENT one can be settled by it). Without an amount
+/// none is (a payment may have several refunds).
+fn match_notice(
+    notice: &RefundNotice,
+    candidates: Vec<ProviderRefundRecord>,
+) -> Option<ProviderRefundRecord> {
+    let amount = notice.amount?;
+    let mut same_amount: Vec<ProviderRefundRecord> = candidates
+        .into_iter()
+        .filter(|r| r.money() == amount)
+        .collect();
+    let sent = same_amount
+        .iter()
+        .position(|r| r.status == ProviderRefundStatus::Sent)
+        .unwrap_or(0);
+    (sent < same_amount.len()).then(|| same_amount.swap_remove(sent))
 }
 
 /// What the payment's refunds at the provider say about ours: `None` when there is none
@@ -507,6 +647,36 @@ mod tests {
             Some(RefundOutcome::Failed { reason }) => assert!(reason.contains("another amount")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_notice_without_a_refund_id_matches_by_amount_preferring_a_sent_refund() {
+        let ngn = Currency::parse("NGN").unwrap();
+        let notice = |minor: Option<i64>| RefundNotice {
+            provider: "FLUTTERWAVE".into(),
+            provider_refund_id: None,
+            provider_transaction_id: Some("7001".into()),
+            amount: minor.map(|m| Money::new(m, ngn)),
+        };
+        let mut settled_one = record(10_000);
+        settled_one.id = 1;
+        settled_one.status = ProviderRefundStatus::Completed;
+        let mut sent = record(10_000);
+        sent.id = 2;
+        sent.status = ProviderRefundStatus::Sent;
+        let other_amount = record(4_000);
+        let all = vec![settled_one.clone(), sent.clone(), other_amount.clone()];
+        assert_eq!(match_notice(&notice(Some(10_000)), all.clone()), Some(sent));
+        assert_eq!(
+            match_notice(&notice(Some(10_000)), vec![settled_one.clone()]),
+            Some(settled_one)
+        );
+        assert_eq!(
+            match_notice(&notice(Some(4_000)), all.clone()),
+            Some(other_amount)
+        );
+        assert_eq!(match_notice(&notice(Some(1)), all.clone()), None);
+        assert_eq!(match_notice(&notice(None), all), None);
     }
 
     #[test]

@@ -278,6 +278,44 @@ impl Db {
         Ok(changed)
     }
 
+    /// No index on `provider_refund_id`: webhooks are rare and the table small; add one with a
+    /// migration should it grow.
+    async fn refunds_by_provider_id(
+        &self,
+        provider: &str,
+        provider_refund_id: &str,
+    ) -> Result<Option<ProviderRefundRecord>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM provider_refunds
+             WHERE provider = $1 AND provider_refund_id = $2
+             ORDER BY id LIMIT 1"
+        ))
+        .bind::<Text, _>(provider)
+        .bind::<Text, _>(provider_refund_id)
+        .load(&mut conn)
+        .await?;
+        rows.into_iter().next().map(Row::into_record).transpose()
+    }
+
+    async fn refunds_for_payment(
+        &self,
+        provider: &str,
+        provider_transaction_id: &str,
+    ) -> Result<Vec<ProviderRefundRecord>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT {COLUMNS} FROM provider_refunds
+             WHERE provider = $1 AND provider_transaction_id = $2
+             ORDER BY id LIMIT 100"
+        ))
+        .bind::<Text, _>(provider)
+        .bind::<Text, _>(provider_transaction_id)
+        .load(&mut conn)
+        .await?;
+        rows.into_iter().map(Row::into_record).collect()
+    }
+
     async fn refunds_for_order(
         &self,
         scope: TenantScope,
@@ -314,6 +352,26 @@ impl ProviderRefundStore for Db {
         outcome: RefundOutcome,
     ) -> std::result::Result<bool, DomainError> {
         Ok(self.refunds_record(id, from, outcome).await?)
+    }
+
+    async fn by_provider_refund_id(
+        &self,
+        provider: &str,
+        provider_refund_id: &str,
+    ) -> std::result::Result<Option<ProviderRefundRecord>, DomainError> {
+        Ok(self
+            .refunds_by_provider_id(provider, provider_refund_id)
+            .await?)
+    }
+
+    async fn for_payment(
+        &self,
+        provider: &str,
+        provider_transaction_id: &str,
+    ) -> std::result::Result<Vec<ProviderRefundRecord>, DomainError> {
+        Ok(self
+            .refunds_for_payment(provider, provider_transaction_id)
+            .await?)
     }
 
     async fn for_order(

@@ -125,6 +125,7 @@ async fn drain_inbox(app: &TestApp) {
             None,
             Some(&app.app.state.checkout),
             Some(&app.app.state.services.payouts),
+            Some(&app.app.state.services.provider_refunds),
         )
         .await
         .expect("inbox worker");

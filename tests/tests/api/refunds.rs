@@ -2,25 +2,28 @@
 //! Flutterwave (wiremock) exactly once by the refund worker, read back until settled, retried
 //! after outages, read back before any resend after a timeout, FAILED with the provider's reason
 //! on a refusal; cash orders never reach the provider; `GET /orders/{id}/provider-refund` shows it
-//! to the order's tenant.
+//! to the order's tenant. Flutterwave's refund webhook settles a SENT refund at once, from a read
+//! back of the refund (never from the webhook body), once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use payments::refunds::{ProviderRefundService, RefundPolicy, RefundReport};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tiamat::config::FlutterwavePlatform;
-use tiamat_tests::{As, TestApp};
+use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{body_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::ledger::{Books, balance, books, deposit, meter_wallet, system_balance, verify};
 
 const SECRET: &str = "FLWSECK_TEST-refunds-platform-key";
+const WEBHOOK_HASH: &str = "refunds-webhook-hash-0123456789";
 
 async fn start(server: &MockServer) -> TestApp {
     let uri = server.uri();
@@ -28,7 +31,7 @@ async fn start(server: &MockServer) -> TestApp {
         c.payments.flutterwave_base_url = url::Url::parse(&uri).unwrap();
         c.payments.flutterwave = Some(FlutterwavePlatform {
             secret_key: SecretString::from(SECRET),
-            webhook_hash: SecretString::from("refunds-webhook-hash-0123456789"),
+            webhook_hash: SecretString::from(WEBHOOK_HASH),
         });
     })
     .await
@@ -617,4 +620,259 @@ async fn a_refund_that_cannot_be_read_back_is_never_resent_and_fails_for_an_oper
     assert_eq!(body["status"], "FAILED");
     let reason = body["failure_reason"].as_str().unwrap();
     assert!(reason.contains("unknown"), "{reason}");
+}
+
+/// Delivers a Flutterwave webhook with `verif-hash` (`None`: unsigned).
+async fn refund_webhook(app: &TestApp, body: &Value, verif_hash: Option<&str>) -> Reply {
+    let mut req = TestRequest::post()
+        .uri("/api/v1/integrations/flutterwave/webhook")
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_string());
+    if let Some(h) = verif_hash {
+        req = req.insert_header(("verif-hash", h));
+    }
+    app.send(req.to_request()).await
+}
+
+/// Runs the inbox worker until the inbox is empty.
+async fn drain_inbox(app: &TestApp) {
+    loop {
+        let n = tiamat::inbox_worker::run_once_with_payments(
+            app.app.state.inbox.as_ref(),
+            &app.app.db,
+            None,
+            Some(&app.app.state.checkout),
+            Some(&app.app.state.services.payouts),
+            Some(&app.app.state.services.provider_refunds),
+        )
+        .await
+        .expect("inbox worker");
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// A card payment `tx` refunded and its provider refund SENT as `refund_id`: the reversal.
+async fn sent_refund(
+    app: &TestApp,
+    server: &MockServer,
+    b: &Books,
+    tx: u64,
+    refund_id: u64,
+) -> i64 {
+    let paid = card_paid_order(app, server, b, tx, 10_000).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/v3/transactions/{tx}/refund")))
+        .respond_with(success(refund_answer(refund_id, tx, 100.0, "pending")))
+        .expect(1)
+        .mount(server)
+        .await;
+    let reversal = refund(app, b, paid).await;
+    let service = app.app.state.services.provider_refunds.clone();
+    assert_eq!(pass(&service, Utc::now()).await.sent, 1);
+    let (_, body) = provider_refund(app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT");
+    reversal
+}
+
+async fn audits(app: &TestApp, reversal: i64) -> i64 {
+    count(
+        app,
+        &format!(
+            "SELECT count(*) AS n FROM audit_events WHERE resource_type = 'order'
+             AND resource_id = {reversal} AND action LIKE 'provider_refund.%'"
+        ),
+    )
+    .await
+}
+
+async fn unprocessed_events(app: &TestApp) -> i64 {
+    count(
+        app,
+        "SELECT count(*) AS n FROM inbound_events WHERE processed_at IS NULL",
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_refund_webhook_completes_a_sent_refund_at_once_from_the_read_back_and_only_once() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "RefundHook").await;
+    let reversal = sent_refund(&app, &server, &b, 7011, 880011).await;
+    assert_eq!(audits(&app, reversal).await, 2);
+    // Read back exactly once, though the webhook comes three times.
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/880011"))
+        .respond_with(success(refund_answer(880011, 7011, 100.0, "completed")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let event = json!({"event": "refund.completed",
+                       "data": {"id": 880011, "tx_id": 7011, "amount_refunded": 100,
+                                "currency": "NGN", "status": "completed"}});
+    let r = refund_webhook(&app, &event, Some(WEBHOOK_HASH)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body, json!({"stored": true, "duplicate": false}));
+    drain_inbox(&app).await;
+    // COMPLETED now, without waiting for the 10-minute poll.
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "COMPLETED", "{body:?}");
+    assert_eq!(body["provider_refund_id"], "880011");
+    assert!(body["completed_at"].is_string());
+    assert_eq!(body["next_attempt_at"], Value::Null);
+    assert_eq!(audits(&app, reversal).await, 3);
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {reversal}
+                 AND action = 'provider_refund.completed'"
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(unprocessed_events(&app).await, 0);
+
+    // The same delivery again is a duplicate; a redelivery in another shape is processed but
+    // finds the refund settled: nothing changes, nothing is read back.
+    let r = refund_webhook(&app, &event, Some(WEBHOOK_HASH)).await;
+    assert_eq!(r.body, json!({"stored": false, "duplicate": true}));
+    let reshaped = json!({"event": "refund.completed",
+                          "data": {"id": "880011", "status": "completed-mpgs"}});
+    let r = refund_webhook(&app, &reshaped, Some(WEBHOOK_HASH)).await;
+    assert_eq!(r.body, json!({"stored": true, "duplicate": false}));
+    drain_inbox(&app).await;
+    assert_eq!(unprocessed_events(&app).await, 0);
+    assert_eq!(audits(&app, reversal).await, 3);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM inbound_events WHERE outcome LIKE '%already COMPLETED%'"
+        )
+        .await,
+        1
+    );
+    // The poll has nothing left to do.
+    let service = app.app.state.services.provider_refunds.clone();
+    assert_eq!(
+        pass(&service, Utc::now() + chrono::Duration::days(1)).await,
+        RefundReport::default()
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
+
+#[actix_web::test]
+async fn a_refund_webhook_body_is_not_trusted_the_provider_api_decides() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "RefundHookFailed").await;
+    let reversal = sent_refund(&app, &server, &b, 7012, 880012).await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/880012"))
+        .respond_with(success(refund_answer(880012, 7012, 100.0, "failed")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // No refund id in the body: found by the payment and the amount.
+    let event = json!({"event": "refund.completed",
+                       "data": {"transaction_id": 7012, "amount": "100.00",
+                                "currency": "NGN", "status": "completed"}});
+    let r = refund_webhook(&app, &event, Some(WEBHOOK_HASH)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    drain_inbox(&app).await;
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "FAILED", "{body:?}");
+    assert!(
+        body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("Flutterwave reports the refund failed"),
+        "{body:?}"
+    );
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {reversal}
+                 AND action = 'provider_refund.failed'"
+            )
+        )
+        .await,
+        1
+    );
+    // The ledger's reversal stands (an operator settles a failed provider refund).
+    let order = app
+        .get(&format!("/api/v1/orders/{reversal}"), &b.finance)
+        .await;
+    assert_eq!(order.body["status"], "COMPLETED");
+}
+
+#[actix_web::test]
+async fn unknown_refunds_forged_webhooks_and_pending_read_backs_change_nothing() {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, "RefundHookUnknown").await;
+    let reversal = sent_refund(&app, &server, &b, 7013, 880013).await;
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/880013"))
+        .respond_with(success(refund_answer(880013, 7013, 100.0, "pending")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // An unknown refund id is never read back.
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds/999999"))
+        .respond_with(success(refund_answer(999999, 7013, 100.0, "failed")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let before = audits(&app, reversal).await;
+
+    // A forged signature is refused before anything is stored.
+    let forged = json!({"event": "refund.completed", "data": {"id": 880013, "status": "failed"}});
+    let r = refund_webhook(&app, &forged, Some("not-the-hash-0123456789")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let r = refund_webhook(&app, &forged, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM inbound_events").await,
+        0
+    );
+
+    // Unknown: by id, and by a payment/amount of no refund of ours.
+    for event in [
+        json!({"event": "refund.completed", "data": {"id": 999999, "status": "completed"}}),
+        json!({"event": "refund.completed",
+               "data": {"tx_id": 7013, "amount_refunded": 55, "currency": "NGN"}}),
+    ] {
+        let r = refund_webhook(&app, &event, Some(WEBHOOK_HASH)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    drain_inbox(&app).await;
+    assert_eq!(unprocessed_events(&app).await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM inbound_events WHERE outcome LIKE '%no refund of ours%'"
+        )
+        .await,
+        2
+    );
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT");
+    assert_eq!(audits(&app, reversal).await, before);
+
+    // Ours, but the provider still has it pending: it stays SENT for the poll.
+    let ours = json!({"event": "refund.completed", "data": {"id": 880013, "status": "completed"}});
+    refund_webhook(&app, &ours, Some(WEBHOOK_HASH)).await;
+    drain_inbox(&app).await;
+    assert_eq!(unprocessed_events(&app).await, 0);
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(body["status"], "SENT", "{body:?}");
+    assert!(body["next_attempt_at"].is_string());
+    assert_eq!(audits(&app, reversal).await, before);
 }
