@@ -1,0 +1,2 @@
+DROP INDEX provider_refunds_by_payment;
+DROP INDEX provider_refunds_by_refund_id;
