@@ -103,6 +103,8 @@ pub fn spawn_reconciler(
                         .increment(r.reported as u64);
                     metrics::counter!("tiamat_reconciler_recovered_total")
                         .increment((r.resumed + r.superseded + r.expired) as u64);
+                    metrics::counter!("tiamat_delivery_errors_total", "loop" => "shadow_report")
+                        .increment(r.shadow_report_errors as u64);
                     if r.corrected + r.resumed + r.superseded + r.expired + r.aborted > 0 {
                         tracing::info!(report = ?r, "reconciler pass");
                     }

@@ -18,6 +18,10 @@ pub async fn run_once(purchases: &PurchaseService) -> Result<usize, kernel::Doma
         metrics::counter!("tiamat_purchase_errors_total", "stage" => "open").increment(1);
         tracing::warn!(order = order.get(), %error, "could not open a meter purchase; will retry");
     }
+    for (purchase, error) in &report.settle_errors {
+        metrics::counter!("tiamat_purchase_errors_total", "stage" => "settle").increment(1);
+        tracing::warn!(purchase = purchase.get(), %error, "could not record a finished delivery; will retry");
+    }
     metrics::counter!("tiamat_purchases_opened_total").increment(report.opened as u64);
     metrics::counter!("tiamat_purchases_delivered_total").increment(report.delivered as u64);
     metrics::counter!("tiamat_purchases_failed_total").increment(report.failed as u64);

@@ -191,6 +191,8 @@ pub struct ReconcileReport {
     pub corrected: usize,
     /// Corrective commands only reported (SHADOW mode).
     pub reported: usize,
+    /// SHADOW reports that could not be kept (the pass went on).
+    pub shadow_report_errors: usize,
 }
 
 #[derive(Clone)]
@@ -276,7 +278,11 @@ impl Reconciler {
                 };
                 self.correct(grid, mode, &mut report, &mut findings).await?;
                 if mode == ReconciliationMode::Shadow {
-                    self.repo.record_shadow_report(grid, findings).await?;
+                    // Only a report: the other grids' reconciliation goes on without it.
+                    if let Err(e) = self.repo.record_shadow_report(grid, findings).await {
+                        report.shadow_report_errors += 1;
+                        tracing::warn!(grid = grid.get(), error = %e, "could not keep the SHADOW report");
+                    }
                 }
             }
         }

@@ -405,7 +405,10 @@ pub struct PurchaseReport {
     pub opened: usize,
     pub delivered: usize,
     pub failed: usize,
+    /// Completed top-ups that could not be opened (looked at again next pass).
     pub errors: Vec<(OrderId, DomainError)>,
+    /// Purchases whose finished delivery could not be recorded (looked at again next pass).
+    pub settle_errors: Vec<(PurchaseId, DomainError)>,
 }
 
 /// How long a claimed, unattached purchase may stay so before it counts as abandoned.
@@ -443,9 +446,13 @@ impl PurchaseService {
         }
         for done in self.repo.finished_deliveries(BATCH).await? {
             match outcome_of(done.status) {
+                // One purchase whose delivery cannot be recorded (its sale refused, say) must not
+                // stall the others: they come in id order, so it would be first on every pass.
                 Some(PurchaseStatus::Delivered) => {
-                    let moved = self.repo.deliver(done.purchase, done.interaction).await?;
-                    report.delivered += usize::from(moved);
+                    match self.repo.deliver(done.purchase, done.interaction).await {
+                        Ok(moved) => report.delivered += usize::from(moved),
+                        Err(e) => report.settle_errors.push((done.purchase, e)),
+                    }
                 }
                 Some(_) => {
                     let reason = format!(
@@ -454,11 +461,14 @@ impl PurchaseService {
                         done.status.as_str(),
                         done.reason.as_deref().unwrap_or("no reason recorded")
                     );
-                    let moved = self
+                    match self
                         .repo
                         .fail(done.purchase, Some(done.interaction), &reason)
-                        .await?;
-                    report.failed += usize::from(moved);
+                        .await
+                    {
+                        Ok(moved) => report.failed += usize::from(moved),
+                        Err(e) => report.settle_errors.push((done.purchase, e)),
+                    }
                 }
                 None => {}
             }
@@ -774,6 +784,39 @@ mod tests {
     fn quiet(repo: &mut MockPurchaseRepo) {
         repo.expect_finished_deliveries().returning(|_| Ok(vec![]));
         repo.expect_fail_abandoned().returning(|_, _| Ok(0));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_cannot_be_recorded_does_not_stall_the_others() {
+        let mut repo = MockPurchaseRepo::new();
+        repo.expect_completed_top_ups_without_purchase()
+            .returning(|_| Ok(vec![]));
+        repo.expect_finished_deliveries().returning(|_| {
+            Ok([1, 2]
+                .into_iter()
+                .map(|id| FinishedDelivery {
+                    purchase: PurchaseId(id),
+                    interaction: InteractionId(100 + id),
+                    status: InteractionStatus::Successful,
+                    reason: None,
+                })
+                .collect())
+        });
+        repo.expect_deliver().times(2).returning(|id, _| {
+            if id.get() == 1 {
+                Err(DomainError::Conflict("insufficient funds".into()))
+            } else {
+                Ok(true)
+            }
+        });
+        repo.expect_fail_abandoned()
+            .times(1)
+            .returning(|_, _| Ok(0));
+        let service = PurchaseService::new(Arc::new(repo), Arc::new(MockTopUpSender::new()));
+        let report = service.run_once(Utc::now()).await.unwrap();
+        assert_eq!(report.delivered, 1);
+        assert_eq!(report.settle_errors.len(), 1);
+        assert_eq!(report.settle_errors[0].0, PurchaseId(1));
     }
 
     #[tokio::test]

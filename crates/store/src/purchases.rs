@@ -311,6 +311,14 @@ impl PurchaseRepo for Db {
         let mut conn = self.conn().await?;
         let opened = conn
             .transaction(async |c| {
+                // The order's row lock orders this with a refund of the order (which holds it
+                // while it checks for a purchase): without it, the insert's "not reversed" check
+                // reads a snapshot from before a refund that commits meanwhile, and energy would
+                // go out for money given back.
+                diesel::sql_query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+                    .bind::<BigInt, _>(order.get())
+                    .execute(c)
+                    .await?;
                 let row: Option<IdOrg> = diesel::sql_query(
                     "INSERT INTO meter_purchases (organization_id, order_id, meter_id, grid_id,
                             amount_minor, currency, energy_wh, tariff_minor_per_kwh, tariff_source,

@@ -1,0 +1,1 @@
+DROP INDEX ledger_transactions_by_order;
