@@ -197,6 +197,13 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
         config.payments.abandoned_after,
         Duration::from_secs(60),
     );
+    // Payout transfers without an answer (or a lost webhook) are settled from a read-back; one
+    // the provider never made is given back an hour after it started.
+    let _payout_read_back = tiamat::payment_worker::spawn_payout_read_back(
+        app.state.services.payouts.clone(),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
     // Completed meter top-ups become TOP_UP interactions; their outcomes reach the purchases.
     let _purchases = tiamat::purchase_worker::spawn(&app);
     // Reversed provider payments are refunded at the provider (only with a provider configured).

@@ -172,3 +172,36 @@ pub fn spawn_sweeper(
         }
     })
 }
+
+/// Reads back the transfers of PROCESSING payouts every `every` (a transfer call without an
+/// answer may have paid, and a webhook may be lost); one never made is given back `grace` after
+/// it started. Every instance may run it: each settlement is a compare-and-set. Errors are
+/// logged, counted and retried on the next round.
+pub fn spawn_payout_read_back(
+    payouts: PayoutService,
+    grace: Duration,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        loop {
+            match payouts.read_back_transfers(Utc::now(), grace).await {
+                Ok(pass) => {
+                    if pass.settled > 0 {
+                        metrics::counter!("tiamat_payouts_read_back_settled_total")
+                            .increment(pass.settled as u64);
+                        tracing::info!(
+                            settled = pass.settled,
+                            "payout transfers settled by read-back"
+                        );
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!("tiamat_payout_read_back_errors_total").increment(1);
+                    tracing::warn!(%error, "payout read-back failed; retrying next round");
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}

@@ -1,6 +1,6 @@
 //! Flutterwave v3 adapter: [`FlutterwaveGateway`] is the [`PaymentGateway`] (hosted payments,
-//! verification by id and by reference, payout transfers, refunds of payments and reading them
-//! back); [`webhook`] authenticates and parses
+//! verification by id and by reference, payout transfers and reading them back by id or by our
+//! reference, refunds of payments and reading them back); [`webhook`] authenticates and parses
 //! inbound webhooks; [`amount`] converts between minor units and the provider's decimals exactly.
 //!
 //! Credentials (predecessor ADR-003): each call names the organization whose account it is for;
@@ -250,6 +250,24 @@ struct Transfer {
     status: Option<String>,
     reference: Option<String>,
     complete_message: Option<String>,
+}
+
+impl Transfer {
+    fn into_verified(self) -> Result<VerifiedTransfer, GatewayError> {
+        let status = payment_status(self.status.as_deref().unwrap_or(""));
+        Ok(VerifiedTransfer {
+            provider_id: raw_text(&self.id).ok_or_else(|| malformed("a transfer id"))?,
+            reference: self.reference.unwrap_or_default(),
+            status,
+            failure_reason: match status {
+                ProviderStatus::Failed => self
+                    .complete_message
+                    .map(|m| m.chars().take(MAX_MESSAGE_CHARS).collect())
+                    .filter(|m: &String| !m.is_empty()),
+                ProviderStatus::Successful | ProviderStatus::Pending => None,
+            },
+        })
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -545,19 +563,45 @@ impl PaymentGateway for FlutterwaveGateway {
             .call("verify_transfer", org, |http| Ok(http.get(url)))
             .await?;
         let t: Transfer = serde_json::from_str(data.get()).map_err(|_| malformed("a transfer"))?;
-        let status = payment_status(t.status.as_deref().unwrap_or(""));
-        Ok(VerifiedTransfer {
-            provider_id: raw_text(&t.id).ok_or_else(|| malformed("a transfer id"))?,
-            reference: t.reference.unwrap_or_default(),
-            status,
-            failure_reason: match status {
-                ProviderStatus::Failed => t
-                    .complete_message
-                    .map(|m| m.chars().take(MAX_MESSAGE_CHARS).collect())
-                    .filter(|m: &String| !m.is_empty()),
-                ProviderStatus::Successful | ProviderStatus::Pending => None,
-            },
-        })
+        t.into_verified()
+    }
+
+    async fn transfer_by_reference(
+        &self,
+        org: Option<OrganizationId>,
+        reference: &str,
+    ) -> Result<Option<VerifiedTransfer>, GatewayError> {
+        let mut url = self.url("v3/transfers")?;
+        url.query_pairs_mut().append_pair("reference", reference);
+        let data = match self
+            .call("transfer_by_reference", org, |http| Ok(http.get(url)))
+            .await
+        {
+            Ok(d) => d,
+            // An empty answer (`data: null`) or "not found": no transfer with that reference.
+            Err(GatewayError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let transfers: Vec<Transfer> =
+            serde_json::from_str(data.get()).map_err(|_| malformed("a list of transfers"))?;
+        // The filter is the provider's. Should it answer other transfers (the filter ignored, one
+        // page of many), an empty match could give paid money back: report not knowing instead.
+        if transfers
+            .iter()
+            .any(|t| t.reference.as_deref() != Some(reference))
+        {
+            return Err(GatewayError::Unavailable(
+                "Flutterwave's transfer list is not filtered to the reference; cannot tell whether \
+                 the transfer was made"
+                    .into(),
+            ));
+        }
+        // One reference is one transfer at the provider (it deduplicates by reference).
+        transfers
+            .into_iter()
+            .next()
+            .map(Transfer::into_verified)
+            .transpose()
     }
 
     async fn refund(

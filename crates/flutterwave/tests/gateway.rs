@@ -445,3 +445,50 @@ async fn verify_transfer_reads_status_reference_and_reason() {
         Err(GatewayError::NotFound)
     );
 }
+
+#[tokio::test]
+async fn transfers_are_read_back_by_our_reference_and_doubt_is_an_error() {
+    let server = MockServer::start().await;
+    let list = |reference: &str, data: Value| {
+        Mock::given(method("GET"))
+            .and(path("/v3/transfers"))
+            .and(query_param("reference", reference))
+            .respond_with(success(data))
+    };
+    list(
+        "tiamat-payout-1-1",
+        json!([{"id": 51, "reference": "tiamat-payout-1-1", "status": "SUCCESSFUL"}]),
+    )
+    .mount(&server)
+    .await;
+    list("tiamat-payout-2-1", json!([])).mount(&server).await;
+    list("tiamat-payout-3-1", Value::Null).mount(&server).await;
+    // The filter ignored: another transfer in the list proves nothing about ours.
+    list(
+        "tiamat-payout-4-1",
+        json!([{"id": 9, "reference": "other", "status": "SUCCESSFUL"}]),
+    )
+    .mount(&server)
+    .await;
+    let g = gateway(&server);
+    let t = g
+        .transfer_by_reference(None, "tiamat-payout-1-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.provider_id.as_str(), t.status),
+        ("51", ProviderStatus::Successful)
+    );
+    for none in ["tiamat-payout-2-1", "tiamat-payout-3-1"] {
+        assert_eq!(
+            g.transfer_by_reference(None, none).await,
+            Ok(None),
+            "{none}"
+        );
+    }
+    assert!(matches!(
+        g.transfer_by_reference(None, "tiamat-payout-4-1").await,
+        Err(GatewayError::Unavailable(_))
+    ));
+}

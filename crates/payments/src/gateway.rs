@@ -94,7 +94,8 @@ pub struct ProviderRefund {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// Timeouts, 5xx, rate limits: try again later.
+    /// Timeouts, 5xx, rate limits: try again later. For a call that changes something (a
+    /// transfer, a refund) it may have been done anyway: read back before sending again.
     #[error("payment provider unavailable: {0}")]
     Unavailable(String),
     /// The provider refused (bad credentials, invalid request, unknown transaction).
@@ -145,6 +146,14 @@ pub trait PaymentGateway: Send + Sync {
         org: Option<OrganizationId>,
         provider_id: &str,
     ) -> Result<VerifiedTransfer, GatewayError>;
+    /// Reads a transfer by our reference: how a transfer whose sending had no answer is found.
+    /// `Ok(None)` only when the provider holds no transfer with that reference; any doubt is an
+    /// error, since "none" lets the payout's money go back to its organization.
+    async fn transfer_by_reference(
+        &self,
+        org: Option<OrganizationId>,
+        reference: &str,
+    ) -> Result<Option<VerifiedTransfer>, GatewayError>;
     /// Asks the provider to give `amount` of the payment `transaction_id` back to the payer.
     /// `Unavailable` may mean it was done anyway (a timeout): read back before sending again.
     async fn refund(

@@ -9,6 +9,10 @@
 //!   FAILED payout may be paid again (a new transfer reference); a transfer the provider never
 //!   received puts it back to APPROVED with the same reference, so a retry cannot pay twice.
 //!   [`PayoutStatus::after`] is the whole machine; the store applies it as compare-and-set.
+//! * A transfer call without an answer (timeout, 5xx) may have paid: the payout stays PROCESSING
+//!   with its money posted, and [`PayoutService::read_back_transfers`] (periodic) or the provider's
+//!   webhook settles it from what the provider reports for our reference. Only a reported failure,
+//!   or no transfer with that reference after a grace period, gives the money back.
 
 use std::sync::Arc;
 
@@ -372,7 +376,8 @@ pub enum PayoutEvent {
     StartTransfer,
     TransferSucceeded,
     TransferFailed,
-    /// The provider could not be reached: no transfer was made.
+    /// The provider has no such transfer (it refused the call as not found, or read back by our
+    /// reference after the grace period): no transfer was made.
     TransferNotSent,
 }
 
@@ -584,6 +589,9 @@ pub trait PayoutRepo: Send + Sync {
     /// the same transaction: `Conflict` (nothing changes) when the organization's wallet cannot
     /// cover it.
     async fn start_transfer(&self, id: PayoutId, by: Actor) -> Result<Option<String>, DomainError>;
+    /// PROCESSING payouts, least recently changed first (their transfers' outcomes are read
+    /// back by [`PayoutService::read_back_transfers`]).
+    async fn processing(&self, limit: i64) -> Result<Vec<Payout>, DomainError>;
     /// Records the provider's id of the transfer `reference` (still PROCESSING).
     async fn transfer_accepted(
         &self,
@@ -601,6 +609,20 @@ pub trait PayoutRepo: Send + Sync {
         provider_id: Option<String>,
         outcome: TransferOutcome,
     ) -> Result<Option<PayoutId>, DomainError>;
+}
+
+/// PROCESSING payouts read back per pass (the oldest first; the rest wait for the next pass).
+const READ_BACK_BATCH: i64 = 100;
+
+/// What one [`PayoutService::read_back_transfers`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Payouts moved to PAID, FAILED or (never made) APPROVED.
+    pub settled: usize,
+    /// Still pending at the provider, or not found within the grace period.
+    pub waiting: usize,
+    /// Not read (the provider unavailable or its answer doubtful).
+    pub errors: usize,
 }
 
 /// The provider payouts are transferred through: its system wallet receives a payout's money when
@@ -847,14 +869,114 @@ impl PayoutService {
                     )
                     .await?;
             }
-            Err(e @ (GatewayError::Unavailable(_) | GatewayError::NotFound)) => {
+            // Refused as not found: nothing was made; the same reference is used again.
+            Err(e @ GatewayError::NotFound) => {
                 self.repo
                     .settle_transfer(&reference, None, TransferOutcome::NotSent(e.to_string()))
                     .await?;
                 return Err(DomainError::Unavailable(e.to_string()));
             }
+            // No answer (timeout, 5xx): the provider may have made the transfer. The payout stays
+            // PROCESSING with its money posted until the outcome is read back by our reference.
+            Err(GatewayError::Unavailable(m)) => {
+                metrics::counter!("tiamat_payout_transfers_unanswered_total").increment(1);
+                tracing::warn!(payout = id.get(), %reference, error = %m,
+                    "payout transfer unanswered; its outcome will be read back");
+                return Err(DomainError::Unavailable(format!(
+                    "the provider did not answer ({m}); the transfer may have been made, so the \
+                     payout stays PROCESSING until its outcome is read back"
+                )));
+            }
         }
         self.get(who, id).await
+    }
+
+    /// Settles PROCESSING payouts from what the provider reports for their transfers (read by
+    /// the provider's id when it answered us, else by our reference): paid or failed as
+    /// reported; a transfer the provider has no trace of, `grace` after it was started, was
+    /// never made (APPROVED again, money back, same reference). Pending transfers and errors
+    /// wait for the next pass. Every instance may run it: each settlement is a compare-and-set.
+    pub async fn read_back_transfers(
+        &self,
+        now: DateTime<Utc>,
+        grace: chrono::Duration,
+    ) -> Result<ReadBack, DomainError> {
+        let Some(gateway) = self.gateway.as_ref() else {
+            return Ok(ReadBack::default());
+        };
+        let mut summary = ReadBack::default();
+        for payout in self.repo.processing(READ_BACK_BATCH).await? {
+            let Some(reference) = payout.transfer_reference.clone() else {
+                continue;
+            };
+            let org = Some(payout.organization_id);
+            let found = match &payout.provider_transfer_id {
+                // Accepted by the provider: "not found" is not proof it was never made.
+                Some(provider_id) => match gateway.verify_transfer(org, provider_id).await {
+                    Ok(t) => Ok(Some(t)),
+                    Err(GatewayError::NotFound) => Err(GatewayError::Unavailable(format!(
+                        "the provider cannot find its transfer {provider_id}"
+                    ))),
+                    Err(e) => Err(e),
+                },
+                None => gateway.transfer_by_reference(org, &reference).await,
+            };
+            let outcome = match found {
+                Ok(Some(t)) if t.reference != reference => Err(format!(
+                    "the provider answered for reference {:?}",
+                    t.reference
+                )),
+                Ok(Some(t)) => match t.status {
+                    ProviderStatus::Successful => {
+                        Ok(Some((Some(t.provider_id), TransferOutcome::Succeeded)))
+                    }
+                    ProviderStatus::Failed => Ok(Some((
+                        Some(t.provider_id),
+                        TransferOutcome::Failed(
+                            t.failure_reason
+                                .unwrap_or_else(|| "the provider failed the transfer".into()),
+                        ),
+                    ))),
+                    ProviderStatus::Pending => {
+                        if payout.provider_transfer_id.is_none() {
+                            self.repo
+                                .transfer_accepted(&reference, &t.provider_id)
+                                .await?;
+                        }
+                        Ok(None)
+                    }
+                },
+                Ok(None) if now - payout.updated_at >= grace => Ok(Some((
+                    None,
+                    TransferOutcome::NotSent(format!(
+                        "the provider has no transfer {reference} {} minutes after it was started",
+                        grace.num_minutes()
+                    )),
+                ))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(Some((provider_id, outcome))) => {
+                    if self
+                        .repo
+                        .settle_transfer(&reference, provider_id, outcome)
+                        .await?
+                        .is_some()
+                    {
+                        summary.settled += 1;
+                    }
+                }
+                Ok(None) => summary.waiting += 1,
+                Err(error) => {
+                    metrics::counter!("tiamat_payout_read_back_errors_total").increment(1);
+                    tracing::warn!(payout = payout.id.get(), %reference, %error,
+                        "reading a payout transfer back failed; retrying next pass");
+                    summary.errors += 1;
+                }
+            }
+        }
+        Ok(summary)
     }
 
     /// The provider's word on a transfer (its webhook, e.g. Flutterwave `transfer.completed`):
@@ -880,6 +1002,7 @@ impl PayoutService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::TransferResult;
 
     fn ngn() -> Currency {
         Currency::parse("NGN").unwrap()
@@ -1080,16 +1203,10 @@ mod tests {
         assert!(matches!(e, DomainError::Conflict(_)), "{e:?}");
     }
 
-    #[tokio::test]
-    async fn an_unreachable_provider_puts_the_payout_back_to_approved() {
-        let mut repo = MockPayoutRepo::new();
-        repo.expect_get().returning(|_, _| Ok(Some(approved())));
-        repo.expect_start_transfer()
-            .returning(|_, _| Ok(Some("tiamat-payout-4-1".into())));
-        repo.expect_settle_transfer()
-            .withf(|r, _, o| r == "tiamat-payout-4-1" && matches!(o, TransferOutcome::NotSent(_)))
-            .times(1)
-            .returning(|_, _, _| Ok(Some(PayoutId(4))));
+    fn service_with(
+        repo: MockPayoutRepo,
+        transfer: Result<TransferResult, GatewayError>,
+    ) -> PayoutService {
         let mut gateway = crate::gateway::MockPaymentGateway::new();
         gateway
             .expect_transfer()
@@ -1098,8 +1215,39 @@ mod tests {
                     && t.amount == Money::new(500, ngn())
                     && t.reference == "tiamat-payout-4-1"
             })
-            .returning(|_, _| Err(GatewayError::Unavailable("timeout".into())));
-        let service = PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway));
+            .return_once(move |_, _| transfer);
+        PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway))
+    }
+
+    fn claimed_repo() -> MockPayoutRepo {
+        let mut repo = MockPayoutRepo::new();
+        repo.expect_get().returning(|_, _| Ok(Some(approved())));
+        repo.expect_start_transfer()
+            .returning(|_, _| Ok(Some("tiamat-payout-4-1".into())));
+        repo
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_transfer_keeps_the_payout_processing() {
+        let mut repo = claimed_repo();
+        // Neither reversed nor settled: the outcome is read back later.
+        repo.expect_settle_transfer().never();
+        let service = service_with(repo, Err(GatewayError::Unavailable("timed out".into())));
+        let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
+        assert!(
+            matches!(e, DomainError::Unavailable(ref m) if m.contains("PROCESSING")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transfer_the_provider_does_not_know_puts_the_payout_back_to_approved() {
+        let mut repo = claimed_repo();
+        repo.expect_settle_transfer()
+            .withf(|r, _, o| r == "tiamat-payout-4-1" && matches!(o, TransferOutcome::NotSent(_)))
+            .times(1)
+            .returning(|_, _, _| Ok(Some(PayoutId(4))));
+        let service = service_with(repo, Err(GatewayError::NotFound));
         let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
         assert!(matches!(e, DomainError::Unavailable(_)), "{e:?}");
     }

@@ -4,7 +4,8 @@
 //!
 //! The provider's word on a transfer (Flutterwave's `transfer.completed` webhook) reaches a payout
 //! through [`PayoutRepo::settle_transfer`] keyed by our transfer reference (see
-//! `payments::payouts::PayoutService::transfer_outcome`).
+//! `payments::payouts::PayoutService::transfer_outcome`), as does the periodic read-back of
+//! PROCESSING payouts ([`PayoutRepo::processing`]).
 //!
 //! Money moves with the status: starting a transfer posts the payout as an
 //! `ORGANIZATION_WITHDRAWAL` order (organization wallet → the provider's system wallet, its id in
@@ -596,6 +597,22 @@ impl PayoutRepo for Db {
             })
             .await?;
         Ok(reference_used)
+    }
+
+    async fn processing(&self, limit: i64) -> std::result::Result<Vec<Payout>, DomainError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = po::table
+            .filter(po::status.eq(PayoutStatus::Processing.as_str()))
+            .order((po::updated_at.asc(), po::id.asc()))
+            .limit(limit)
+            .select(Row::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(Payout::try_from)
+            .collect::<Result<Vec<_>>>()?)
     }
 
     async fn transfer_accepted(

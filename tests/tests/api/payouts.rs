@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use serde_json::{Value, json};
 use tiamat_tests::TestApp;
-use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::ledger::{balance, books, deposit, meter_wallet, statement, system_balance, verify};
@@ -142,8 +142,9 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     deposit(&app, b.org_wallet, 215_000).await;
     let provider_before = system_balance(&app, "FLUTTERWAVE").await;
 
-    // The provider is down: nothing was sent, the payout is APPROVED again and its money is back.
-    transfer_answers(&fw, 503, json!({"status": "error", "message": "down"})).await;
+    // The provider does not know the call (404): nothing was made, the payout is APPROVED again
+    // and its money is back. (A 5xx or a timeout may have paid: see the tests below.)
+    transfer_answers(&fw, 404, json!({"status": "error", "message": "not found"})).await;
     let r = app
         .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
         .await;
@@ -614,6 +615,247 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
         .unwrap();
     assert_eq!(balance(&app, b.org_wallet).await, 40_000);
     assert_eq!(fw.received_requests().await.unwrap().len(), 2);
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
+
+/// An app whose payouts call Flutterwave with a short time limit (so a slow answer times out).
+async fn app_with_short_timeout(fw: &MockServer) -> TestApp {
+    let base: url::Url = fw.uri().parse().unwrap();
+    let platform = fw.uri();
+    TestApp::start_with_state(
+        |cfg| {
+            cfg.payments.flutterwave_base_url = platform.parse().unwrap();
+            cfg.payments.flutterwave = Some(tiamat::config::FlutterwavePlatform {
+                secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
+                webhook_hash: secrecy::SecretString::from("hash".to_owned()),
+            });
+        },
+        |state| {
+            let gateway = flutterwave::FlutterwaveGateway::new(
+                base,
+                Some(payments::ProviderCredentials {
+                    public_key: None,
+                    secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
+                    webhook_hash: None,
+                }),
+                reqwest::Client::new(),
+            )
+            .with_timeout(std::time::Duration::from_millis(300));
+            state.services.payouts = state
+                .services
+                .payouts
+                .clone()
+                .with_gateway(std::sync::Arc::new(gateway));
+        },
+    )
+    .await
+}
+
+/// A payout of ₦600 whose transfer call timed out: the answer came after the client gave up.
+/// Answers the app, the books, the payout's path and its transfer reference.
+async fn unanswered_payout(
+    fw: &MockServer,
+    name: &str,
+) -> (TestApp, crate::ledger::Books, String, String, i64) {
+    let app = app_with_short_timeout(fw).await;
+    let b = books(&app, name).await;
+    let r = app
+        .post(
+            "/api/v1/payouts",
+            &b.finance,
+            json!({"grid_id": b.grid, "month": "2021-05"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let one = format!("/api/v1/payouts/{}", r.body["id"]);
+    let r = app
+        .post(
+            &format!("{one}/approve"),
+            &b.finance,
+            json!({"approved_amount_minor": 60_000, "bank_account": bank()}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deposit(&app, b.org_wallet, 100_000).await;
+    let provider_before = system_balance(&app, "FLUTTERWAVE").await;
+    Mock::given(method("POST"))
+        .and(path("/v3/transfers"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"status": "success", "data": {"id": 77, "status": "NEW"}}))
+                .set_delay(std::time::Duration::from_secs(2)),
+        )
+        .up_to_n_times(1)
+        .mount(fw)
+        .await;
+    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("timed out"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(fw.received_requests().await.unwrap().len(), 1);
+    let r = app.get(&one, &b.finance).await;
+    // The provider may have made it: still PROCESSING, the money still with the provider.
+    assert_eq!(r.body["status"], "PROCESSING", "{:?}", r.body);
+    assert_eq!(r.body["provider_transfer_id"], Value::Null);
+    let reference = r.body["transfer_reference"].as_str().unwrap().to_owned();
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(
+        system_balance(&app, "FLUTTERWAVE").await,
+        provider_before + 60_000
+    );
+    (app, b, one, reference, provider_before)
+}
+
+/// Flutterwave's answer to reading transfers back by our reference.
+async fn read_back_answers(fw: &MockServer, reference: &str, transfers: Value) {
+    fw.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers"))
+        .and(query_param("reference", reference))
+        .and(header("authorization", "Bearer FLWSECK_TEST-x"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"status": "success", "message": "Transfers fetched", "data": transfers}),
+        ))
+        .mount(fw)
+        .await;
+}
+
+async fn read_back(
+    app: &TestApp,
+    at: chrono::DateTime<chrono::Utc>,
+) -> payments::payouts::ReadBack {
+    app.app
+        .state
+        .services
+        .payouts
+        .read_back_transfers(at, chrono::Duration::hours(1))
+        .await
+        .unwrap()
+}
+
+fn kinds(lines: &[Value]) -> Vec<Value> {
+    lines.iter().map(|l| l["kind"].clone()).collect()
+}
+
+#[actix_web::test]
+async fn a_timed_out_transfer_the_provider_made_is_paid_and_never_given_back() {
+    let fw = flutterwave().await;
+    let (app, b, one, reference, provider) = unanswered_payout(&fw, "Timeout paid").await;
+    // Still pending at the provider: its id is recorded, nothing else moves.
+    read_back_answers(
+        &fw,
+        &reference,
+        json!([{"id": 77, "reference": reference, "status": "NEW"}]),
+    )
+    .await;
+    let pass = read_back(&app, chrono::Utc::now()).await;
+    assert_eq!((pass.settled, pass.waiting, pass.errors), (0, 1, 0));
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "PROCESSING");
+    assert_eq!(r.body["provider_transfer_id"], "77");
+
+    // Then read back (by the provider's id now) as SUCCESSFUL: PAID, nothing given back.
+    fw.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/77"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+            "data": {"id": 77, "reference": reference, "status": "SUCCESSFUL"}})),
+        )
+        .mount(&fw)
+        .await;
+    let pass = read_back(&app, chrono::Utc::now()).await;
+    assert_eq!(pass.settled, 1);
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider + 60_000);
+    assert_eq!(
+        kinds(&statement(&app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT")]
+    );
+    // Nothing is PROCESSING any more: a later pass reads nothing.
+    assert_eq!(
+        read_back(&app, chrono::Utc::now()).await,
+        Default::default()
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
+
+#[actix_web::test]
+async fn a_timed_out_transfer_the_provider_failed_is_given_back_once() {
+    let fw = flutterwave().await;
+    let (app, b, one, reference, provider) = unanswered_payout(&fw, "Timeout failed").await;
+    read_back_answers(
+        &fw,
+        &reference,
+        json!([{"id": 78, "reference": reference, "status": "FAILED",
+                "complete_message": "DISBURSE FAILED: account closed"}]),
+    )
+    .await;
+    assert_eq!(read_back(&app, chrono::Utc::now()).await.settled, 1);
+    assert_eq!(read_back(&app, chrono::Utc::now()).await.settled, 0);
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "FAILED", "{:?}", r.body);
+    assert!(
+        r.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("account closed")
+    );
+    assert_eq!(r.body["provider_transfer_id"], "78");
+    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider);
+    assert_eq!(
+        kinds(&statement(&app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT"), json!("PAYOUT_REVERSAL")]
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
+
+#[actix_web::test]
+async fn a_timed_out_transfer_the_provider_never_made_is_given_back_after_the_grace_period() {
+    let fw = flutterwave().await;
+    let (app, b, one, reference, provider) = unanswered_payout(&fw, "Timeout none").await;
+    read_back_answers(&fw, &reference, json!([])).await;
+    // Within the grace period "none" proves nothing yet.
+    let pass = read_back(&app, chrono::Utc::now()).await;
+    assert_eq!((pass.settled, pass.waiting), (0, 1));
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "PROCESSING");
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+
+    // A list that is not filtered to our reference proves nothing either.
+    read_back_answers(
+        &fw,
+        &reference,
+        json!([{"id": 5, "reference": "someone-else", "status": "SUCCESSFUL"}]),
+    )
+    .await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let pass = read_back(&app, later).await;
+    assert_eq!((pass.settled, pass.errors), (0, 1));
+    assert_eq!(app.get(&one, &b.finance).await.body["status"], "PROCESSING");
+
+    // No such transfer after the grace period: APPROVED again with the same reference, money
+    // back once.
+    read_back_answers(&fw, &reference, json!([])).await;
+    assert_eq!(read_back(&app, later).await.settled, 1);
+    assert_eq!(read_back(&app, later).await.settled, 0);
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "APPROVED", "{:?}", r.body);
+    assert_eq!(r.body["transfer_reference"], reference.as_str());
+    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider);
+    assert_eq!(
+        kinds(&statement(&app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT"), json!("PAYOUT_REVERSAL")]
+    );
     let (sound, report) = verify(&app).await;
     assert!(sound, "{report}");
 }
