@@ -12,6 +12,12 @@
 //!   reads the payment's refunds back first and adopts the one it finds: a refund is never sent
 //!   twice.
 //!
+//! A claim's `attempts` is its fencing token: every claim of a PENDING refund counts one, so a
+//! worker whose lease ran out (a slow batch) and whose refund another worker claimed since holds
+//! a stale count. Right before the POST the worker re-takes the refund with its count
+//! ([`ProviderRefundStore::retake`]) and skips it when that fails; outcomes are written with the
+//! same check. Only the holder of the latest claim ever sends.
+//!
 //! A FAILED provider refund does not undo the ledger's reversal: the customer's money is owed and
 //! an operator settles it at the provider (the row shows why).
 
@@ -135,12 +141,19 @@ pub trait ProviderRefundStore: Send + Sync {
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<ProviderRefundRecord>, DomainError>;
-    /// Applies `outcome` if the refund is still in status `from` (compare-and-set); status
-    /// changes are audited in the same transaction. False when it had moved on.
+    /// Takes a claimed refund again right before it is sent: only while it is still PENDING with
+    /// the `attempts` our claim counted (nobody claimed it since, e.g. after our lease ran out),
+    /// pushing its lease out to `lease` from now. False: another worker holds it and it must not
+    /// be sent by us.
+    async fn retake(&self, id: i64, attempts: i32, lease: Duration) -> Result<bool, DomainError>;
+    /// Applies `outcome` if the refund is still in status `from` with `attempts` (compare-and-set:
+    /// a stale claim writes nothing); status changes are audited in the same transaction. False
+    /// when it had moved on.
     async fn record_outcome(
         &self,
         id: i64,
         from: ProviderRefundStatus,
+        attempts: i32,
         outcome: RefundOutcome,
     ) -> Result<bool, DomainError>;
     /// The refund `provider` knows as `provider_refund_id` (any organization: a webhook names no
@@ -208,9 +221,12 @@ pub struct RefundPolicy {
     pub max_backoff: Duration,
     /// How often a SENT refund is read back (refunds take days at the provider).
     pub poll_every: Duration,
-    /// How long a claim holds a refund (longer than a provider call or two).
+    /// How long a claim holds a refund. Safety needs only `lease` > one provider call (the
+    /// refund is re-taken for a fresh lease right before its POST, and the POST's outcome is
+    /// written within it); `batch` × 2 calls × the call timeout ≤ `lease` also keeps a whole
+    /// pass inside its claim, so no refund is looked at by two workers (wasted read-backs).
     pub lease: Duration,
-    /// Refunds claimed per pass.
+    /// Refunds claimed per pass (see `lease`).
     pub batch: i64,
 }
 
@@ -221,8 +237,9 @@ impl Default for RefundPolicy {
             first_backoff: Duration::from_secs(30),
             max_backoff: Duration::from_secs(3600),
             poll_every: Duration::from_secs(600),
+            // 10 refunds × 2 calls × Flutterwave's 15 s timeout = 300 s: within the lease.
             lease: Duration::from_secs(300),
-            batch: 20,
+            batch: 10,
         }
     }
 }
@@ -245,6 +262,8 @@ pub struct RefundReport {
     pub failed: usize,
     /// Unanswered attempts and still-pending read-backs, to be looked at again.
     pub retried: usize,
+    /// Refunds not sent because another worker claimed them after our lease ran out.
+    pub lost_claims: usize,
     /// Refunds whose outcome could not be recorded (looked at again when their claim expires).
     pub errors: Vec<(OrderId, String)>,
 }
@@ -317,7 +336,28 @@ impl ProviderRefundService {
         for refund in claimed {
             let from = refund.status;
             let outcome = match from {
-                ProviderRefundStatus::Pending => self.send(gateway.as_ref(), &refund, now).await,
+                ProviderRefundStatus::Pending => {
+                    match self.send(gateway.as_ref(), &refund, now).await {
+                        Ok(Some(outcome)) => outcome,
+                        Ok(None) => {
+                            tracing::info!(
+                                order = refund.order_id.get(),
+                                attempts = refund.attempts,
+                                "provider refund claimed by another worker after our lease ran \
+                                 out; not sent by us"
+                            );
+                            report.lost_claims += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            // Not sent; due again when the claim expires.
+                            report
+                                .errors
+                                .push((refund.order_id, format!("re-taking it to send: {e}")));
+                            continue;
+                        }
+                    }
+                }
                 ProviderRefundStatus::Sent => self.read_back(gateway.as_ref(), &refund, now).await,
                 // Never claimed; nothing to do.
                 ProviderRefundStatus::Completed | ProviderRefundStatus::Failed => continue,
@@ -336,7 +376,11 @@ impl ProviderRefundService {
                 }
                 RefundOutcome::Later { .. } => report.retried += 1,
             }
-            if let Err(e) = self.store.record_outcome(refund.id, from, outcome).await {
+            if let Err(e) = self
+                .store
+                .record_outcome(refund.id, from, refund.attempts, outcome)
+                .await
+            {
                 report.errors.push((refund.order_id, e.to_string()));
             }
         }
@@ -401,7 +445,12 @@ impl ProviderRefundService {
         };
         if self
             .store
-            .record_outcome(refund.id, ProviderRefundStatus::Sent, outcome)
+            .record_outcome(
+                refund.id,
+                ProviderRefundStatus::Sent,
+                refund.attempts,
+                outcome,
+            )
             .await?
         {
             Ok(NoticeOutcome::Settled { order, status })
@@ -412,45 +461,55 @@ impl ProviderRefundService {
     }
 
     /// A PENDING refund: read back first when an earlier attempt may have reached the provider,
-    /// then send it.
+    /// then send it. `None` when our claim is stale (another worker claimed it since): nothing
+    /// is sent and nothing is to be recorded.
     async fn send(
         &self,
         gateway: &dyn PaymentGateway,
         refund: &ProviderRefundRecord,
         now: DateTime<Utc>,
-    ) -> RefundOutcome {
+    ) -> Result<Option<RefundOutcome>, DomainError> {
         let org = Some(refund.organization_id);
         let tx = refund.provider_transaction_id.as_str();
         if refund.attempts > 1 {
             match gateway.refunds_of(org, tx, refund.currency).await {
                 Ok(found) => {
                     if let Some(outcome) = adopt(refund, found, now) {
-                        return outcome;
+                        return Ok(Some(outcome));
                     }
                 }
                 // Not knowing whether it was sent, it is not sent again.
                 Err(e) if refund.attempts > self.policy.max_attempts => {
-                    return RefundOutcome::Failed {
+                    return Ok(Some(RefundOutcome::Failed {
                         reason: format!(
                             "the provider did not answer {} attempts and whether it refunded \
                              is unknown (check there before refunding by hand): {e}",
                             self.policy.max_attempts
                         ),
-                    };
+                    }));
                 }
-                Err(e) => return self.unanswered(refund, &e, now),
+                Err(e) => return Ok(Some(self.unanswered(refund, &e, now))),
             }
         }
         if refund.attempts > self.policy.max_attempts {
-            return RefundOutcome::Failed {
+            return Ok(Some(RefundOutcome::Failed {
                 reason: format!(
                     "the provider did not answer {} attempts; last error: {}",
                     self.policy.max_attempts,
                     refund.last_error.as_deref().unwrap_or("none recorded")
                 ),
-            };
+            }));
         }
-        match gateway.refund(org, tx, refund.money()).await {
+        // Our lease may have run out while earlier refunds of the batch were called (or during
+        // the read-back): only the latest claim may send, and the fresh lease covers the POST.
+        if !self
+            .store
+            .retake(refund.id, refund.attempts, self.policy.lease)
+            .await?
+        {
+            return Ok(None);
+        }
+        let outcome = match gateway.refund(org, tx, refund.money()).await {
             Ok(r) => RefundOutcome::Sent {
                 provider_refund_id: r.id,
                 next_look_at: after(now, self.policy.poll_every),
@@ -460,7 +519,8 @@ impl ProviderRefundService {
                 reason: format!("the provider knows no payment {tx}"),
             },
             Err(e @ GatewayError::Unavailable(_)) => self.unanswered(refund, &e, now),
-        }
+        };
+        Ok(Some(outcome))
     }
 
     fn unanswered(
@@ -576,6 +636,15 @@ fn adopt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_fits_in_its_lease_with_flutterwaves_call_timeout() {
+        let p = RefundPolicy::default();
+        let call_timeout = Duration::from_secs(15);
+        let worst_row = call_timeout * 2;
+        assert!(worst_row * u32::try_from(p.batch).unwrap() <= p.lease);
+        assert!(p.lease > call_timeout);
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

@@ -186,10 +186,33 @@ impl Db {
         rows.into_iter().map(Row::into_record).collect()
     }
 
+    async fn refunds_retake(&self, id: i64, attempts: i32, lease: Duration) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        // The lease counts from the database's clock now, not from the pass's start: it must
+        // cover the call about to be made.
+        let n = diesel::sql_query(
+            "UPDATE provider_refunds
+             SET next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
+             WHERE id = $1 AND status = 'PENDING' AND attempts = $2",
+        )
+        .bind::<BigInt, _>(id)
+        .bind::<Integer, _>(attempts)
+        .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
+        .execute(&mut conn)
+        .await?;
+        let held = n == 1;
+        if !held {
+            metrics::counter!("tiamat_provider_refunds_total", "outcome" => "claim_lost")
+                .increment(1);
+        }
+        Ok(held)
+    }
+
     async fn refunds_record(
         &self,
         id: i64,
         from: ProviderRefundStatus,
+        attempts: i32,
         outcome: RefundOutcome,
     ) -> Result<bool> {
         let (to, refund_id, next, error, action) = match outcome {
@@ -229,7 +252,8 @@ impl Db {
             ),
         };
         let mut conn = self.conn().await?;
-        // One statement: the compare-and-set and its audit row commit together.
+        // One statement: the compare-and-set and its audit row commit together. `attempts` fences
+        // out a worker whose claim was taken over after its lease ran out.
         let n: Count = diesel::sql_query(
             "WITH u AS (
                  UPDATE provider_refunds
@@ -239,7 +263,7 @@ impl Db {
                      last_error = $6,
                      completed_at = CASE WHEN $3 = 'COMPLETED' THEN now() ELSE completed_at END,
                      updated_at = now()
-                 WHERE id = $1 AND status = $2
+                 WHERE id = $1 AND status = $2 AND attempts = $8
                  RETURNING organization_id, order_id, status, provider_refund_id, last_error, attempts
              ), a AS (
                  INSERT INTO audit_events (organization_id, action, resource_type, resource_id, details)
@@ -258,6 +282,7 @@ impl Db {
         .bind::<Nullable<Timestamptz>, _>(next)
         .bind::<Nullable<Text>, _>(error)
         .bind::<Nullable<Text>, _>(action)
+        .bind::<Integer, _>(attempts)
         .get_result(&mut conn)
         .await?;
         let changed = n.n == 1;
@@ -345,13 +370,23 @@ impl ProviderRefundStore for Db {
         Ok(self.refunds_claim(now, lease, limit).await?)
     }
 
+    async fn retake(
+        &self,
+        id: i64,
+        attempts: i32,
+        lease: Duration,
+    ) -> std::result::Result<bool, DomainError> {
+        Ok(self.refunds_retake(id, attempts, lease).await?)
+    }
+
     async fn record_outcome(
         &self,
         id: i64,
         from: ProviderRefundStatus,
+        attempts: i32,
         outcome: RefundOutcome,
     ) -> std::result::Result<bool, DomainError> {
-        Ok(self.refunds_record(id, from, outcome).await?)
+        Ok(self.refunds_record(id, from, attempts, outcome).await?)
     }
 
     async fn by_provider_refund_id(

@@ -12,7 +12,10 @@ use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use payments::refunds::{ProviderRefundService, RefundPolicy, RefundReport};
+use payments::refunds::{
+    ProviderRefundRecord, ProviderRefundService, ProviderRefundStatus, ProviderRefundStore,
+    RefundOutcome, RefundPolicy, RefundReport,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tiamat::config::FlutterwavePlatform;
@@ -155,6 +158,16 @@ fn refund_answer(id: u64, tx: u64, major: f64, status: &str) -> Value {
 
 /// The app's refund service with a gateway that gives up after 300 ms (the app's waits 15 s).
 fn impatient(app: &TestApp, server: &MockServer, policy: RefundPolicy) -> ProviderRefundService {
+    impatient_over(app, Arc::new(app.app.db.clone()), server, policy)
+}
+
+/// [`impatient`], over `store`.
+fn impatient_over(
+    app: &TestApp,
+    store: Arc<dyn ProviderRefundStore>,
+    server: &MockServer,
+    policy: RefundPolicy,
+) -> ProviderRefundService {
     let gateway = flutterwave::FlutterwaveGateway::new(
         url::Url::parse(&server.uri()).unwrap(),
         Some(payments::ProviderCredentials {
@@ -166,7 +179,7 @@ fn impatient(app: &TestApp, server: &MockServer, policy: RefundPolicy) -> Provid
     )
     .with_timeout(Duration::from_millis(300));
     ProviderRefundService::new(
-        Arc::new(app.app.db.clone()),
+        store,
         payments::MoneyService::new(Arc::new(app.app.db.clone())),
     )
     .with_gateway(Arc::new(gateway))
@@ -534,6 +547,184 @@ async fn racing_workers_send_a_refund_once() {
     let (_, body) = provider_refund(&app, &b.finance, reversal).await;
     assert_eq!(body["status"], "SENT");
     assert_eq!(body["attempts"], 1);
+}
+
+/// The store of a worker that stalls past its lease right after claiming: before its (now
+/// stale) refunds are handed over, their lease runs out and `rival`, a second worker, claims and
+/// works them.
+struct StalledClaim {
+    db: store::Db,
+    url: String,
+    rival: ProviderRefundService,
+    rival_report: tokio::sync::Mutex<Option<RefundReport>>,
+}
+
+#[async_trait::async_trait]
+impl ProviderRefundStore for StalledClaim {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<ProviderRefundRecord>, kernel::DomainError> {
+        let claimed = self.db.claim_due(now, lease, limit).await?;
+        // The lease runs out (as if 300 s of slow calls had passed) ...
+        let mut conn = AsyncPgConnection::establish(&self.url).await.unwrap();
+        diesel::sql_query(
+            "UPDATE provider_refunds SET next_attempt_at = next_attempt_at - interval '10 minutes'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // ... and another worker claims the refunds and works them meanwhile.
+        let report = self.rival.run_once(now).await?;
+        *self.rival_report.lock().await = Some(report);
+        Ok(claimed)
+    }
+
+    async fn retake(
+        &self,
+        id: i64,
+        attempts: i32,
+        lease: Duration,
+    ) -> Result<bool, kernel::DomainError> {
+        self.db.retake(id, attempts, lease).await
+    }
+
+    async fn record_outcome(
+        &self,
+        id: i64,
+        from: ProviderRefundStatus,
+        attempts: i32,
+        outcome: RefundOutcome,
+    ) -> Result<bool, kernel::DomainError> {
+        self.db.record_outcome(id, from, attempts, outcome).await
+    }
+
+    async fn by_provider_refund_id(
+        &self,
+        provider: &str,
+        provider_refund_id: &str,
+    ) -> Result<Option<ProviderRefundRecord>, kernel::DomainError> {
+        self.db
+            .by_provider_refund_id(provider, provider_refund_id)
+            .await
+    }
+
+    async fn for_payment(
+        &self,
+        provider: &str,
+        provider_transaction_id: &str,
+    ) -> Result<Vec<ProviderRefundRecord>, kernel::DomainError> {
+        self.db.for_payment(provider, provider_transaction_id).await
+    }
+
+    async fn for_order(
+        &self,
+        scope: kernel::TenantScope,
+        order: kernel::OrderId,
+    ) -> Result<Option<ProviderRefundRecord>, kernel::DomainError> {
+        self.db.for_order(scope, order).await
+    }
+}
+
+#[actix_web::test]
+async fn a_worker_whose_lease_ran_out_does_not_send_the_refund_another_worker_sent() {
+    stalled_worker_sends_nothing(7011, false).await;
+}
+
+#[actix_web::test]
+async fn a_worker_whose_lease_ran_out_does_not_resend_a_refund_another_worker_left_pending() {
+    stalled_worker_sends_nothing(7012, true).await;
+}
+
+/// Worker A claims a refund (attempts = 1) and stalls past its lease; worker B claims it again
+/// (attempts = 2), reads back, finds nothing and sends it: the provider answers (SENT), or not in
+/// time though the refund reached it (PENDING, only the attempt count tells the claims apart).
+/// Then A reaches the refund: its copy needs no read-back, and only the re-take keeps it from
+/// sending a second refund. Exactly one POST reaches the provider.
+async fn stalled_worker_sends_nothing(tx: u64, rival_times_out: bool) {
+    let server = MockServer::start().await;
+    let app = start(&server).await;
+    let b = books(&app, &format!("Lease{tx}")).await;
+    let paid = card_paid_order(&app, &server, &b, tx, 10_000).await;
+    let refund_id = 880_000 + tx;
+    let answer = success(refund_answer(refund_id, tx, 100.0, "pending"));
+    Mock::given(method("POST"))
+        .and(path(format!("/v3/transactions/{tx}/refund")))
+        .respond_with(match rival_times_out {
+            true => answer.set_delay(Duration::from_secs(1)),
+            false => answer,
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    // B's claim is the second: it reads back first and finds nothing sent.
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", tx.to_string()))
+        .respond_with(success(json!([])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let reversal = refund(&app, &b, paid).await;
+    let stalled = Arc::new(StalledClaim {
+        db: app.app.db.clone(),
+        url: app.db.url.clone(),
+        rival: impatient(&app, &server, RefundPolicy::default()),
+        rival_report: tokio::sync::Mutex::new(None),
+    });
+    let worker = impatient_over(&app, stalled.clone(), &server, RefundPolicy::default());
+
+    let report = pass(&worker, Utc::now()).await;
+    let rival = stalled
+        .rival_report
+        .lock()
+        .await
+        .clone()
+        .expect("the rival ran");
+    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    let id = count(
+        &app,
+        &format!("SELECT id AS n FROM provider_refunds WHERE order_id = {reversal}"),
+    )
+    .await;
+    let stale_write = if rival_times_out {
+        assert_eq!(rival.retried, 1, "{rival:?}");
+        assert_eq!(body["status"], "PENDING", "{body:?}");
+        app.app.db.record_outcome(
+            id,
+            ProviderRefundStatus::Pending,
+            1,
+            RefundOutcome::Failed {
+                reason: "stale".into(),
+            },
+        )
+    } else {
+        assert_eq!(rival.sent, 1, "{rival:?}");
+        assert_eq!(body["status"], "SENT", "{body:?}");
+        assert_eq!(body["provider_refund_id"], refund_id.to_string());
+        app.app.db.record_outcome(
+            id,
+            ProviderRefundStatus::Sent,
+            1,
+            RefundOutcome::Completed {
+                provider_refund_id: refund_id.to_string(),
+            },
+        )
+    };
+    assert_eq!(body["attempts"], 2, "{body:?}");
+    assert_eq!(
+        report.sent + report.retried + report.failed,
+        0,
+        "{report:?}"
+    );
+    assert_eq!(report.lost_claims, 1, "{report:?}");
+    // An outcome from the stale claim is refused too.
+    assert!(!stale_write.await.unwrap());
+    let (_, after) = provider_refund(&app, &b.finance, reversal).await;
+    assert_eq!(after["status"], body["status"], "{after:?}");
+    // The expectations (one POST, one read-back) are checked when the server drops.
 }
 
 #[actix_web::test]
