@@ -859,3 +859,53 @@ async fn a_timed_out_transfer_the_provider_never_made_is_given_back_after_the_gr
     let (sound, report) = verify(&app).await;
     assert!(sound, "{report}");
 }
+
+/// The transfer webhook settles a timed-out payout too (it is still PROCESSING), from the
+/// provider's answer.
+#[actix_web::test]
+async fn a_timed_out_transfer_is_paid_by_its_webhook() {
+    let fw = flutterwave().await;
+    let (app, b, one, reference, provider) = unanswered_payout(&fw, "Timeout webhook").await;
+    fw.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/79"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+            "data": {"id": 79, "reference": reference, "status": "SUCCESSFUL"}})),
+        )
+        .mount(&fw)
+        .await;
+    let body = json!({"event": "transfer.completed", "event.type": "Transfer",
+        "data": {"id": 79, "reference": reference, "status": "SUCCESSFUL"}})
+    .to_string();
+    let req = actix_web::test::TestRequest::post()
+        .uri("/api/v1/integrations/flutterwave/webhook")
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("verif-hash", "hash"))
+        .set_payload(body);
+    let r = app.send(req.to_request()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    while tiamat::inbox_worker::run_once_with_payments(
+        app.app.state.inbox.as_ref(),
+        &app.app.db,
+        None,
+        Some(&app.app.state.checkout),
+        Some(&app.app.state.services.payouts),
+        Some(&app.app.state.services.provider_refunds),
+    )
+    .await
+    .expect("inbox worker")
+        > 0
+    {}
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
+    assert_eq!(r.body["provider_transfer_id"], "79");
+    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider + 60_000);
+    assert_eq!(
+        kinds(&statement(&app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT")]
+    );
+    let (sound, report) = verify(&app).await;
+    assert!(sound, "{report}");
+}
