@@ -10,8 +10,18 @@ use grids::telemetry::{ClaimedEvent, Inbox, TelemetryRepo, Uplink};
 /// How long a claimed event is reserved for the worker that claimed it.
 const LEASE_SECS: i64 = 30;
 const BATCH: i64 = 100;
-/// After this many failed attempts an event is parked as failed (kept for inspection).
+/// After this many failed attempts an event is parked as failed (kept for inspection). Retries
+/// of an event that came too early do not count.
 const MAX_ATTEMPTS: i32 = 10;
+
+/// After a failed attempt: the wait before the next one, and whether to give up instead. Only
+/// errors count: an early `txack` retried ten times in its window still has all its error
+/// retries left.
+fn after_error(e: &ClaimedEvent) -> (chrono::Duration, bool) {
+    let errors = e.attempts.saturating_sub(e.early_retries).max(1);
+    let backoff = chrono::Duration::seconds(5 * i64::from(errors.clamp(1, 12)));
+    (backoff, errors >= MAX_ATTEMPTS)
+}
 
 /// What became of one event.
 enum Handled {
@@ -190,15 +200,13 @@ pub async fn run_once_with_payments(
                 metrics::counter!("tiamat_inbox_early_retries_total", "source" => source)
                     .increment(1);
                 tracing::debug!(event = e.id, attempts = e.attempts, %reason, "inbound event too early; retrying");
-                inbox.retry_later(e.id, reason, after, false).await?;
+                inbox.retry_early(e.id, reason, after).await?;
             }
             Err(error) => {
                 metrics::counter!("tiamat_inbox_errors_total", "source" => source).increment(1);
-                tracing::warn!(event = e.id, attempts = e.attempts, %error, "inbound event failed; will retry");
-                let backoff = chrono::Duration::seconds(5 * i64::from(e.attempts.clamp(1, 12)));
-                inbox
-                    .retry_later(e.id, error, backoff, e.attempts >= MAX_ATTEMPTS)
-                    .await?;
+                tracing::warn!(event = e.id, attempts = e.attempts, early_retries = e.early_retries, %error, "inbound event failed; will retry");
+                let (backoff, give_up) = after_error(e);
+                inbox.retry_later(e.id, error, backoff, give_up).await?;
             }
         }
     }
@@ -248,4 +256,48 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(attempts: i32, early_retries: i32) -> ClaimedEvent {
+        ClaimedEvent {
+            id: 1,
+            source: "chirpstack".into(),
+            event_type: "txack".into(),
+            dev_eui: None,
+            payload: serde_json::json!({}),
+            attempts,
+            early_retries,
+            received_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn only_errors_use_up_the_attempt_budget() {
+        // The first error after ten early retries: the first error backoff, not parked.
+        assert_eq!(
+            after_error(&claimed(11, 10)),
+            (chrono::Duration::seconds(5), false)
+        );
+        // Nine errors after them: still retried; the tenth error parks it.
+        assert_eq!(
+            after_error(&claimed(19, 10)),
+            (chrono::Duration::seconds(45), false)
+        );
+        assert!(after_error(&claimed(20, 10)).1);
+        // Without early retries the budget is as before.
+        assert_eq!(
+            after_error(&claimed(1, 0)),
+            (chrono::Duration::seconds(5), false)
+        );
+        assert!(!after_error(&claimed(9, 0)).1);
+        assert!(after_error(&claimed(10, 0)).1);
+        assert_eq!(
+            after_error(&claimed(30, 0)),
+            (chrono::Duration::seconds(60), true)
+        );
+    }
 }

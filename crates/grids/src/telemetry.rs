@@ -24,8 +24,10 @@ pub struct ClaimedEvent {
     pub event_type: String,
     pub dev_eui: Option<String>,
     pub payload: serde_json::Value,
-    /// Including this claim.
+    /// Claims so far, this one included.
     pub attempts: i32,
+    /// Of the earlier claims, how many ended in [`Inbox::retry_early`] (not errors).
+    pub early_retries: i32,
     /// When it was stored: bounds how long an event that came too early is retried.
     pub received_at: DateTime<Utc>,
 }
@@ -49,6 +51,15 @@ pub trait Inbox: Send + Sync {
         error: String,
         after: chrono::Duration,
         give_up: bool,
+    ) -> Result<(), DomainError>;
+    /// Leaves an event that came too early (before what it is about) for another attempt after
+    /// `after`, counting it in `early_retries`: such retries are not errors and leave the
+    /// event's error budget whole.
+    async fn retry_early(
+        &self,
+        id: i64,
+        reason: String,
+        after: chrono::Duration,
     ) -> Result<(), DomainError>;
 }
 

@@ -26,6 +26,8 @@ struct ClaimedRow {
     payload: serde_json::Value,
     #[diesel(sql_type = Int4)]
     attempts: i32,
+    #[diesel(sql_type = Int4)]
+    early_retries: i32,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     received_at: DateTime<Utc>,
 }
@@ -37,7 +39,7 @@ UPDATE inbound_events SET locked_until = now() + make_interval(secs => $2), atte
  WHERE id IN (SELECT id FROM inbound_events
                WHERE processed_at IS NULL AND (locked_until IS NULL OR locked_until < now())
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, source, event_type, dev_eui, payload, attempts, received_at";
+RETURNING id, source, event_type, dev_eui, payload, attempts, early_retries, received_at";
 
 #[async_trait]
 impl Inbox for Db {
@@ -76,6 +78,7 @@ impl Inbox for Db {
                 dev_eui: r.dev_eui,
                 payload: r.payload,
                 attempts: r.attempts,
+                early_retries: r.early_retries,
                 received_at: r.received_at,
             })
             .collect())
@@ -121,6 +124,25 @@ impl Inbox for Db {
                 .await
                 .map_err(StoreError::from)?;
         }
+        Ok(())
+    }
+
+    async fn retry_early(
+        &self,
+        id: i64,
+        reason: String,
+        after: chrono::Duration,
+    ) -> Result<(), DomainError> {
+        let mut conn = self.conn().await?;
+        diesel::update(ie::table.find(id))
+            .set((
+                ie::locked_until.eq(Utc::now() + after),
+                ie::last_error.eq(reason),
+                ie::early_retries.eq(ie::early_retries + 1),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -366,6 +366,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         processed_at -> Nullable<Timestamptz>,
         outcome -> Nullable<Text>,
+        early_retries -> Int4,
     }
 }
 

@@ -316,3 +316,61 @@ async fn two_workers_never_process_an_event_twice_and_abandoned_leases_are_taken
         20
     );
 }
+
+#[actix_web::test]
+async fn early_retries_leave_an_event_its_whole_error_budget() {
+    let app = TestApp::start().await;
+    let mut c = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    // An event this worker fails on every time (no payment pipeline is given to it).
+    diesel::sql_query(
+        "INSERT INTO inbound_events (source, event_type, dedup_key, payload) \
+         VALUES ('flutterwave', 'charge.completed', 'early-budget', '{}')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let inbox = app.app.state.inbox.clone();
+    // It came early ten times first (as a txack before its hand-over does, every 200 ms → 5 s).
+    for _ in 0..10 {
+        let claimed = inbox.claim(10, 30).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        inbox
+            .retry_early(claimed[0].id, "too early".into(), chrono::Duration::zero())
+            .await
+            .unwrap();
+    }
+    let state = || async {
+        count(
+            &app,
+            "SELECT (attempts * 1000 + early_retries * 10 + (processed_at IS NOT NULL)::int)::bigint \
+             AS n FROM inbound_events WHERE dedup_key = 'early-budget'",
+        )
+        .await
+    };
+    assert_eq!(state().await, 10_100);
+    let due_now = "UPDATE inbound_events SET locked_until = now() WHERE processed_at IS NULL";
+    // Then it fails: nine errors are retried ...
+    for errors in 1..=9 {
+        diesel::sql_query(due_now).execute(&mut c).await.unwrap();
+        let n = tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db, None)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(state().await, (10 + errors) * 1000 + 100, "error {errors}");
+    }
+    // ... and the tenth parks it as failed.
+    diesel::sql_query(due_now).execute(&mut c).await.unwrap();
+    tiamat::inbox_worker::run_once(inbox.as_ref(), &app.app.db, None)
+        .await
+        .unwrap();
+    assert_eq!(state().await, 20_101);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM inbound_events WHERE dedup_key = 'early-budget' \
+             AND outcome = 'failed' AND last_error LIKE '%no payment pipeline%'"
+        )
+        .await,
+        1
+    );
+}

@@ -1,0 +1,1 @@
+ALTER TABLE inbound_events DROP COLUMN early_retries;
