@@ -224,6 +224,9 @@ async fn serve(app: tiamat::App, config: &Config) -> anyhow::Result<()> {
             .wrap(from_fn(api::middleware::request_context))
             .configure(api::configure(state.clone()))
     })
+    // Answers go out at once: with Nagle's algorithm on, an answer written in two parts would wait
+    // for the client's delayed ACK of the first (up to 40 ms on Linux).
+    .tcp_nodelay(true)
     .bind(config.listen)?
     .shutdown_timeout(20)
     .run()
