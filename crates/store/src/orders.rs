@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::audit::record;
 use crate::ledger::{PostingColumns, connection_fees, ledger_error, posted_entries};
-use crate::prepared::Prepare;
+use crate::prepared::{Prepare, with_generic_plans};
 use crate::schema::{orders as o, wallets as w};
 use crate::wallets::{WalletRow, load_wallet, lock_wallets, system_wallet};
 use crate::{Db, Result, StoreError};
@@ -294,9 +294,11 @@ async fn record_order(
              FROM t, unnest($23::bigint[], $24::text[], $25::bigint[], $26::bigint[])
                   AS x(wallet_id, currency, amount, balance_after)
          ), u AS (
-             UPDATE wallets w SET balance_minor = v.balance, updated_at = now()
-             FROM unnest($27::bigint[], $28::bigint[]) AS v(id, balance)
-             WHERE w.id = v.id AND $21
+             -- By id list rather than a join with unnest: an index scan in any plan.
+             UPDATE wallets w
+             SET balance_minor = ($28::bigint[])[array_position($27::bigint[], w.id)],
+                 updated_at = now()
+             WHERE w.id = ANY($27::bigint[]) AND $21
          ), a AS (
              INSERT INTO audit_events (organization_id, actor_account_id, actor_api_key_id, action,
                                        resource_type, resource_id, details)
@@ -356,7 +358,8 @@ impl Db {
         audit: AuditDraft,
     ) -> Result<Order> {
         let mut conn = self.conn().await?;
-        conn.transaction(async |c| {
+        // Every statement here finds its rows by id: generic plans, planned once per connection.
+        with_generic_plans(&mut conn, async |c| {
             let (sender_id, system) = match &d.sender {
                 Sender::Wallet(id) => (id.get(), None),
                 Sender::System(key) => {
