@@ -14,7 +14,6 @@
 //! * [`refund_refusal`]: why `/orders/{id}/refund` must not reverse an order whose money has gone
 //!   on (energy delivered or being delivered, a payout's withdrawal).
 
-use diesel::OptionalExtension;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kernel::{Currency, DomainError, TenantScope};
@@ -25,7 +24,7 @@ use serde_json::json;
 
 use crate::audit::record;
 use crate::ledger::{ledger_error, post, posted_entries};
-use crate::wallets::{lock_wallets, system_wallet};
+use crate::wallets::{lock_wallets, organization_wallet, system_wallet};
 use crate::{Result, StoreError};
 
 /// `ledger_transactions.kind` of the postings written here.
@@ -45,42 +44,6 @@ fn conflict(m: String) -> StoreError {
 struct IdRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
-}
-
-/// The organization's wallet in `currency`. Opened with the organization's first grid in that
-/// currency; opened here when missing (e.g. a meter's grid changed currency) rather than leaving
-/// the money of delivered energy nowhere.
-async fn organization_wallet(
-    c: &mut AsyncPgConnection,
-    organization: i64,
-    currency: Currency,
-) -> Result<i64> {
-    let find = async |c: &mut AsyncPgConnection| {
-        diesel::sql_query(
-            "SELECT id FROM wallets WHERE owner_organization_id = $1 AND currency = $2",
-        )
-        .bind::<BigInt, _>(organization)
-        .bind::<Text, _>(currency.as_str())
-        .get_result::<IdRow>(c)
-        .await
-        .optional()
-    };
-    if let Some(row) = find(c).await? {
-        return Ok(row.id);
-    }
-    diesel::sql_query(
-        "INSERT INTO wallets (owner_type, owner_organization_id, organization_id, currency)
-         VALUES ('ORGANIZATION', $1, $1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind::<BigInt, _>(organization)
-    .bind::<Text, _>(currency.as_str())
-    .execute(c)
-    .await?;
-    find(c).await?.map(|r| r.id).ok_or_else(|| {
-        internal(format!(
-            "organization {organization} has no {currency} wallet"
-        ))
-    })
 }
 
 /// Locks `ids` (any tenant; `system` allowed) and answers them as domain wallets, in `ids` order.

@@ -181,6 +181,19 @@ fn terminal_interaction_statuses() -> Vec<&'static str> {
 /// `orders_completed_top_ups` keeps this cheap).
 const LOOKBACK_DAYS: i64 = 30;
 
+/// A purchase was opened or changed: its audit event and its live event, in the changing
+/// transaction.
+async fn changed(
+    c: &mut AsyncPgConnection,
+    organization: i64,
+    id: i64,
+    operation: Operation,
+    audit: AuditDraft,
+) -> Result<()> {
+    record(c, organization, "meter_purchase", Some(id), &audit).await?;
+    publish(c, id, operation).await
+}
+
 /// Tells the purchase's grid room (`meter_purchase`) what it is now, inside the changing
 /// transaction, so a dashboard sees a payment become energy (or fail) without polling.
 async fn publish(c: &mut AsyncPgConnection, id: i64, operation: Operation) -> Result<()> {
@@ -352,12 +365,12 @@ impl PurchaseRepo for Db {
                     PurchaseStatus::Failed => "purchase.failed",
                     _ => "purchase.opened",
                 };
-                record(
+                changed(
                     c,
                     row.organization_id,
-                    "meter_purchase",
-                    Some(row.id),
-                    &audit(
+                    row.id,
+                    Operation::Create,
+                    audit(
                         Actor::default(),
                         action,
                         serde_json::json!({"order_id": order, "energy_wh": energy,
@@ -366,7 +379,6 @@ impl PurchaseRepo for Db {
                     ),
                 )
                 .await?;
-                publish(c, row.id, Operation::Create).await?;
                 load(c, row.id).await.map(Some)
             })
             .await?;
@@ -401,19 +413,10 @@ impl PurchaseRepo for Db {
                     "purchase {id} is no longer waiting for its TOP_UP (interaction {interaction} was created)"
                 ))));
             };
-            record(
-                c,
-                org,
-                "meter_purchase",
-                Some(id.get()),
-                &audit(
-                    Actor::default(),
+            changed(c, org, id.get(), Operation::Update, audit(Actor::default(),
                     "purchase.top_up_created",
-                    serde_json::json!({"interaction_id": interaction.get()}),
-                ),
-            )
-            .await?;
-            publish(c, id.get(), Operation::Update).await
+                    serde_json::json!({"interaction_id": interaction.get()})))
+.await
         })
         .await?;
         Ok(())
@@ -449,19 +452,18 @@ impl PurchaseRepo for Db {
                     ))
                     .execute(c)
                     .await?;
-                record(
+                changed(
                     c,
                     org,
-                    "meter_purchase",
-                    Some(id.get()),
-                    &audit(
+                    id.get(),
+                    Operation::Update,
+                    audit(
                         Actor::default(),
                         "purchase.failed",
                         serde_json::json!({"interaction_id": interaction, "reason": reason}),
                     ),
                 )
                 .await?;
-                publish(c, id.get(), Operation::Update).await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -528,20 +530,11 @@ impl PurchaseRepo for Db {
                     };
                     Some(post_energy_sale(c, &sale, Actor::default()).await?)
                 };
-                record(
-                    c,
-                    row.organization_id,
-                    "meter_purchase",
-                    Some(id.get()),
-                    &audit(
-                        Actor::default(),
+                changed(c, row.organization_id, id.get(), Operation::Update, audit(Actor::default(),
                         "purchase.delivered",
                         serde_json::json!({"interaction_id": interaction.get(),
-                            "ledger_transaction_id": sale.map(|s| s.transaction_id)}),
-                    ),
-                )
-                .await?;
-                publish(c, id.get(), Operation::Update).await?;
+                            "ledger_transaction_id": sale.map(|s| s.transaction_id)})))
+.await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -602,19 +595,18 @@ impl PurchaseRepo for Db {
                 .get_results(c)
                 .await?;
                 for (id, org) in &rows {
-                    record(
+                    changed(
                         c,
                         *org,
-                        "meter_purchase",
-                        Some(*id),
-                        &audit(
+                        *id,
+                        Operation::Update,
+                        audit(
                             Actor::default(),
                             "purchase.failed",
                             serde_json::json!({"reason": reason}),
                         ),
                     )
                     .await?;
-                    publish(c, *id, Operation::Update).await?;
                 }
                 Ok::<_, StoreError>(rows.len() as u64)
             })
@@ -647,15 +639,8 @@ impl PurchaseRepo for Db {
                 let Some(row) = row else {
                     return Ok(false);
                 };
-                record(
-                    c,
-                    row.organization_id,
-                    "meter_purchase",
-                    Some(row.id),
-                    &audit(by, "purchase.redelivery_requested", serde_json::json!({})),
-                )
-                .await?;
-                publish(c, row.id, Operation::Update).await?;
+                changed(c, row.organization_id, row.id, Operation::Update, audit(by, "purchase.redelivery_requested", serde_json::json!({})))
+.await?;
                 Ok::<_, StoreError>(true)
             })
             .await?;
@@ -865,17 +850,16 @@ async fn mark_refunded(
         ))
         .execute(c)
         .await?;
-    record(
+    changed(
         c,
         organization,
-        "meter_purchase",
-        Some(id.get()),
-        &audit(
+        id.get(),
+        Operation::Update,
+        audit(
             by,
             "purchase.refunded",
             serde_json::json!({"refund_order_id": refund_order}),
         ),
     )
-    .await?;
-    publish(c, id.get(), Operation::Update).await
+    .await
 }

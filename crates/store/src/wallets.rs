@@ -224,25 +224,83 @@ pub(crate) async fn system_wallet(
     key: &str,
     currency: Currency,
 ) -> Result<i64> {
-    let find = || {
-        diesel::sql_query("SELECT id FROM wallets WHERE system_key = $1 AND currency = $2")
-            .bind::<Text, _>(key)
-            .bind::<Text, _>(currency.as_str())
-            .prepared()
+    find_or_open(c, Keyed::System(key), currency).await
+}
+
+/// The organization's wallet in `currency`. Opened with the organization's first grid in that
+/// currency; opened here when missing (e.g. a meter's grid changed currency) rather than leaving
+/// the money of delivered energy or a payout nowhere.
+pub(crate) async fn organization_wallet(
+    c: &mut AsyncPgConnection,
+    organization: i64,
+    currency: Currency,
+) -> Result<i64> {
+    find_or_open(c, Keyed::Organization(organization), currency).await
+}
+
+/// The owners whose wallet is found by key, and opened by whoever needs it first.
+#[derive(Clone, Copy)]
+enum Keyed<'a> {
+    System(&'a str),
+    Organization(i64),
+}
+
+async fn find_or_open(
+    c: &mut AsyncPgConnection,
+    owner: Keyed<'_>,
+    currency: Currency,
+) -> Result<i64> {
+    let find = async |c: &mut AsyncPgConnection| match owner {
+        Keyed::System(key) => {
+            diesel::sql_query("SELECT id FROM wallets WHERE system_key = $1 AND currency = $2")
+                .bind::<Text, _>(key)
+                .bind::<Text, _>(currency.as_str())
+                .prepared()
+                .get_result::<IdRow>(c)
+                .await
+                .optional()
+        }
+        Keyed::Organization(org) => diesel::sql_query(
+            "SELECT id FROM wallets WHERE owner_organization_id = $1 AND currency = $2",
+        )
+        .bind::<BigInt, _>(org)
+        .bind::<Text, _>(currency.as_str())
+        .prepared()
+        .get_result::<IdRow>(c)
+        .await
+        .optional(),
     };
-    if let Some(row) = find().get_result::<IdRow>(c).await.optional()? {
+    if let Some(row) = find(c).await? {
         return Ok(row.id);
     }
-    // Opened once per provider and currency; a concurrent opener may win the insert.
-    diesel::sql_query(
-        "INSERT INTO wallets (owner_type, system_key, currency) VALUES ('SYSTEM', $1, $2)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind::<Text, _>(key)
-    .bind::<Text, _>(currency.as_str())
-    .execute(c)
-    .await?;
-    Ok(find().get_result::<IdRow>(c).await?.id)
+    // A concurrent opener may win the insert; either way the wallet exists afterwards.
+    match owner {
+        Keyed::System(key) => {
+            diesel::sql_query(
+                "INSERT INTO wallets (owner_type, system_key, currency) VALUES ('SYSTEM', $1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind::<Text, _>(key)
+            .bind::<Text, _>(currency.as_str())
+            .execute(c)
+            .await?
+        }
+        Keyed::Organization(org) => {
+            diesel::sql_query(
+                "INSERT INTO wallets (owner_type, owner_organization_id, organization_id, currency)
+                 VALUES ('ORGANIZATION', $1, $1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind::<BigInt, _>(org)
+            .bind::<Text, _>(currency.as_str())
+            .execute(c)
+            .await?
+        }
+    };
+    find(c).await?.map(|r| r.id).ok_or_else(|| {
+        StoreError::Domain(DomainError::Internal(format!(
+            "no {currency} wallet could be opened"
+        )))
+    })
 }
 
 #[derive(diesel::QueryableByName)]
