@@ -7,28 +7,27 @@ use actix_web::test::TestRequest;
 use base64::Engine as _;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use secrecy::SecretString;
-use serde_json::json;
-use tiamat::config::FlutterwavePlatform;
+use serde_json::{Value, json};
 use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::ledger::{Books, balance, books, meter_wallet};
+use crate::ledger::{Books, balance, books, deposit, meter_wallet, verify};
+use crate::money::{
+    WEBHOOK, approve_payout, count, draft_payout, drain_inbox, mount_initialise, mount_transfer,
+    post_payment, post_webhook, report_revenue, this_month, transaction, transfer_event,
+    use_flutterwave,
+};
 
 const PLATFORM_SECRET: &str = "FLWSECK_TEST-platform-secret-key";
 const WEBHOOK_HASH: &str = "platform-webhook-hash-0123456789";
 const ORG_SECRET: &str = "FLWSECK_TEST-organization-own-key";
 const ORG_HASH: &str = "organization-webhook-hash-98765";
-const WEBHOOK: &str = "/api/v1/integrations/flutterwave/webhook";
 
 async fn start(server: &MockServer) -> TestApp {
     let uri = server.uri();
     TestApp::start_with(move |c| {
-        c.payments.flutterwave_base_url = url::Url::parse(&uri).unwrap();
-        c.payments.flutterwave = Some(FlutterwavePlatform {
-            secret_key: SecretString::from(PLATFORM_SECRET),
-            webhook_hash: SecretString::from(WEBHOOK_HASH),
-        });
+        use_flutterwave(c, &uri, PLATFORM_SECRET, WEBHOOK_HASH);
         c.payments.credentials_key = Some(SecretString::from(
             base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
         ));
@@ -36,37 +35,31 @@ async fn start(server: &MockServer) -> TestApp {
     .await
 }
 
-async fn sql_count(app: &TestApp, query: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
+/// Marks `meter` commissioned (`true`) or not.
+async fn set_commissioned(app: &TestApp, meter: i64, commissioned: bool) {
+    let at = if commissioned { "now()" } else { "NULL" };
     let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
-    let n: N = diesel::sql_query(query)
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    n.n
+    diesel::sql_query(format!(
+        "UPDATE meters SET commissioned_at = {at} WHERE id = {meter}"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
 }
 
-async fn sql(app: &TestApp, statement: &str) {
-    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
-    diesel::sql_query(statement)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+/// Delivers `body` to the platform's webhook, signed with the platform's hash.
+async fn platform_webhook(app: &TestApp, body: &str) -> Reply {
+    post_webhook(app, WEBHOOK, body, &[("verif-hash", WEBHOOK_HASH)]).await
 }
 
-async fn webhook(app: &TestApp, uri: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = TestRequest::post()
-        .uri(uri)
-        .insert_header(("content-type", "application/json"))
-        .set_payload(body.to_owned());
-    for (k, v) in headers {
-        req = req.insert_header((*k, *v));
-    }
-    app.send(req.to_request()).await
+/// Flutterwave answers verifying transaction `id` for the account with `secret`.
+async fn mount_verify(server: &MockServer, secret: &str, id: u64, answer: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v3/transactions/{id}/verify")))
+        .and(header("authorization", format!("Bearer {secret}").as_str()))
+        .respond_with(answer)
+        .mount(server)
+        .await;
 }
 
 fn charge_event(id: u64, tx_ref: &str, amount: &str) -> String {
@@ -75,64 +68,47 @@ fn charge_event(id: u64, tx_ref: &str, amount: &str) -> String {
     )
 }
 
-fn transaction(id: u64, tx_ref: &str, amount: &str, currency: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_raw(
-        format!(
-            r#"{{"status":"success","message":"Transaction fetched successfully","data":{{"id":{id},"tx_ref":"{tx_ref}","amount":{amount},"currency":"{currency}","status":"successful","payment_type":"card"}}}}"#
-        ),
-        "application/json",
-    )
-}
-
-async fn mount_initialise(server: &MockServer, secret: &str) {
-    Mock::given(method("POST"))
-        .and(path("/v3/payments"))
-        .and(header("authorization", format!("Bearer {secret}").as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "status": "success", "message": "Hosted Link",
-            "data": {"link": "https://checkout.flutterwave.com/v3/hosted/pay/test"}
-        })))
-        .mount(server)
-        .await;
-}
-
 /// A commissioned meter on the books' grid: (meter id, wallet id).
 async fn commissioned_meter(app: &TestApp, b: &Books, serial: &str) -> (i64, i64) {
     let (meter, wallet) = meter_wallet(app, b, serial).await;
-    sql(
-        app,
-        &format!("UPDATE meters SET commissioned_at = now() WHERE id = {meter}"),
-    )
-    .await;
+    set_commissioned(app, meter, true).await;
     (meter, wallet)
 }
 
-async fn start_public_payment(app: &TestApp, serial: &str, amount: i64) -> Reply {
+/// Starts a public payment to the meter `serial` with `body`.
+async fn post_public_payment(app: &TestApp, serial: &str, body: Value) -> Reply {
     app.post(
         &format!("/api/v1/public/meters/{serial}/payments"),
         &As::Nobody,
+        body,
+    )
+    .await
+}
+
+async fn start_public_payment(app: &TestApp, serial: &str, amount: i64) -> Reply {
+    post_public_payment(
+        app,
+        serial,
         json!({"amount": amount, "currency": "NGN", "redirect_url": "https://pay.example/back",
                "customer_email": "payer@example.com"}),
     )
     .await
 }
 
-async fn drain_inbox(app: &TestApp) {
-    loop {
-        let n = tiamat::inbox_worker::run_once_with_payments(
-            app.app.state.inbox.as_ref(),
-            &app.app.db,
-            None,
-            Some(&app.app.state.checkout),
-            Some(&app.app.state.services.payouts),
-            Some(&app.app.state.services.provider_refunds),
-        )
+/// The public status of the payment `reference`.
+async fn public_status(app: &TestApp, reference: &str) -> Reply {
+    app.get(&format!("/api/v1/public/payments/{reference}"), &As::Nobody)
         .await
-        .expect("inbox worker");
-        if n == 0 {
-            break;
-        }
-    }
+}
+
+/// Cancels the payment `reference` through the public route.
+async fn public_cancel(app: &TestApp, reference: &str) -> Reply {
+    app.post(
+        &format!("/api/v1/public/payments/{reference}/cancel"),
+        &As::Nobody,
+        json!({}),
+    )
+    .await
 }
 
 #[actix_web::test]
@@ -149,7 +125,7 @@ async fn forged_or_missing_webhook_signatures_are_401_and_store_nothing() {
         // The hash itself is not a signature.
         vec![("flutterwave-signature", WEBHOOK_HASH)],
     ] {
-        let r = webhook(&app, WEBHOOK, &body, &headers).await;
+        let r = post_webhook(&app, WEBHOOK, &body, &headers).await;
         assert_eq!(
             r.status,
             StatusCode::UNAUTHORIZED,
@@ -159,20 +135,20 @@ async fn forged_or_missing_webhook_signatures_are_401_and_store_nothing() {
         assert_eq!(r.body["status"], 401);
     }
     assert_eq!(
-        sql_count(&app, "SELECT count(*) AS n FROM inbound_events").await,
+        count(&app, "SELECT count(*) AS n FROM inbound_events").await,
         0
     );
 
     // A valid verif-hash is stored once; the same event again is a duplicate.
-    let r = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    let r = platform_webhook(&app, &body).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body, json!({"stored": true, "duplicate": false}));
-    let r = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    let r = platform_webhook(&app, &body).await;
     assert_eq!(r.body, json!({"stored": false, "duplicate": true}));
     // The HMAC signature of the raw body is accepted too.
     let other = charge_event(1002, "ref-y", "100");
     let signed = flutterwave::webhook::signature(WEBHOOK_HASH, other.as_bytes());
-    let r = webhook(
+    let r = post_webhook(
         &app,
         WEBHOOK,
         &other,
@@ -181,7 +157,7 @@ async fn forged_or_missing_webhook_signatures_are_401_and_store_nothing() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(
-        sql_count(
+        count(
             &app,
             "SELECT count(*) AS n FROM inbound_events WHERE source = 'flutterwave'"
         )
@@ -189,10 +165,10 @@ async fn forged_or_missing_webhook_signatures_are_401_and_store_nothing() {
         2
     );
     // Authentic but not JSON: 400, stored nowhere.
-    let r = webhook(&app, WEBHOOK, "nonsense", &[("verif-hash", WEBHOOK_HASH)]).await;
+    let r = platform_webhook(&app, "nonsense").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        sql_count(&app, "SELECT count(*) AS n FROM inbound_events").await,
+        count(&app, "SELECT count(*) AS n FROM inbound_events").await,
         2
     );
 }
@@ -214,15 +190,8 @@ async fn one_payment_raced_by_webhooks_status_checks_and_verifications_is_credit
     let reference = r.body["reference"].as_str().unwrap().to_owned();
     assert_eq!(reference.len(), 36, "an unguessable UUID reference");
 
-    Mock::given(method("GET"))
-        .and(path("/v3/transactions/777001/verify"))
-        .and(header(
-            "authorization",
-            format!("Bearer {PLATFORM_SECRET}").as_str(),
-        ))
-        .respond_with(transaction(777001, &reference, "50.00", "NGN"))
-        .mount(&server)
-        .await;
+    let paid = transaction(777001, &reference, "50.00", "NGN");
+    mount_verify(&server, PLATFORM_SECRET, 777001, paid).await;
     Mock::given(method("GET"))
         .and(path("/v3/transactions/verify_by_reference"))
         .and(query_param("tx_ref", reference.as_str()))
@@ -240,11 +209,10 @@ async fn one_payment_raced_by_webhooks_status_checks_and_verifications_is_credit
         let reference = reference.clone();
         let finance = b.finance.clone();
         tasks.push(actix_web::rt::spawn(async move {
-            let hook = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+            let hook = platform_webhook(&app, &body).await;
             assert_eq!(hook.status, StatusCode::OK, "{:?}", hook.body);
             let check = if i % 2 == 0 {
-                app.get(&format!("/api/v1/public/payments/{reference}"), &As::Nobody)
-                    .await
+                public_status(&app, &reference).await
             } else {
                 app.post(
                     &format!("/api/v1/payments/{reference}/verify"),
@@ -262,7 +230,7 @@ async fn one_payment_raced_by_webhooks_status_checks_and_verifications_is_credit
     }
     drain_inbox(&app).await;
     assert_eq!(
-        sql_count(
+        count(
             &app,
             "SELECT count(*) AS n FROM inbound_events WHERE source = 'flutterwave'"
         )
@@ -272,35 +240,27 @@ async fn one_payment_raced_by_webhooks_status_checks_and_verifications_is_credit
     );
     assert_eq!(balance(&app, wallet).await, 5_000);
     assert_eq!(
-        sql_count(
+        count(
             &app,
             &format!("SELECT count(*) AS n FROM ledger_entries WHERE wallet_id = {wallet}")
         )
         .await,
         1
     );
-    let s = app
-        .get(&format!("/api/v1/public/payments/{reference}"), &As::Nobody)
-        .await;
+    let s = public_status(&app, &reference).await;
     assert_eq!(s.status, StatusCode::OK);
     assert_eq!(
         (s.body["status"].as_str(), s.body["amount"].as_i64()),
         (Some("COMPLETED"), Some(5_000))
     );
-    let processed = sql_count(
+    let processed = count(
         &app,
         "SELECT count(*) AS n FROM inbound_events WHERE source = 'flutterwave' AND processed_at IS NOT NULL AND outcome <> 'failed'",
     )
     .await;
     assert_eq!(processed, 1);
     // Completed payments cannot be cancelled.
-    let c = app
-        .post(
-            &format!("/api/v1/public/payments/{reference}/cancel"),
-            &As::Nobody,
-            json!({}),
-        )
-        .await;
+    let c = public_cancel(&app, &reference).await;
     assert_eq!(c.status, StatusCode::CONFLICT, "{:?}", c.body);
 }
 
@@ -316,18 +276,13 @@ async fn amount_or_currency_mismatch_fails_the_order_and_credits_nothing() {
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         let reference = r.body["reference"].as_str().unwrap().to_owned();
         let id = 880_000 + i as u64;
-        Mock::given(method("GET"))
-            .and(path(format!("/v3/transactions/{id}/verify")))
-            .respond_with(transaction(id, &reference, amount, currency))
-            .mount(&server)
-            .await;
+        let answer = transaction(id, &reference, amount, currency);
+        mount_verify(&server, PLATFORM_SECRET, id, answer).await;
         let body = charge_event(id, &reference, "50");
-        let hook = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+        let hook = platform_webhook(&app, &body).await;
         assert_eq!(hook.status, StatusCode::OK);
         drain_inbox(&app).await;
-        let s = app
-            .get(&format!("/api/v1/public/payments/{reference}"), &As::Nobody)
-            .await;
+        let s = public_status(&app, &reference).await;
         assert_eq!(
             s.body["status"], "FAILED",
             "{amount} {currency}: {:?}",
@@ -345,13 +300,12 @@ async fn public_meter_payments_validate_strictly_and_cancel_only_initialised() {
     let b = books(&app, "Public").await;
     let (meter, _) = commissioned_meter(&app, &b, "47003334445").await;
 
-    let bad = app
-        .post(
-            "/api/v1/public/meters/47003334445/payments",
-            &As::Nobody,
-            json!({"amount": 0, "redirect_url": "javascript:alert(1)", "customer_email": "nope"}),
-        )
-        .await;
+    let bad = post_public_payment(
+        &app,
+        "47003334445",
+        json!({"amount": 0, "redirect_url": "javascript:alert(1)", "customer_email": "nope"}),
+    )
+    .await;
     assert_eq!(
         bad.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -365,13 +319,12 @@ async fn public_meter_payments_validate_strictly_and_cancel_only_initialised() {
         .filter_map(|e| e["field"].as_str())
         .collect();
     assert_eq!(fields, ["amount", "customer_email", "redirect_url"]);
-    let unknown_field = app
-        .post(
-            "/api/v1/public/meters/47003334445/payments",
-            &As::Nobody,
-            json!({"amount": 100, "redirect_url": "https://x.example", "order_status": "COMPLETED"}),
-        )
-        .await;
+    let unknown_field = post_public_payment(
+        &app,
+        "47003334445",
+        json!({"amount": 100, "redirect_url": "https://x.example", "order_status": "COMPLETED"}),
+    )
+    .await;
     // Unknown fields (mass assignment) are refused.
     assert_eq!(
         unknown_field.status,
@@ -385,25 +338,16 @@ async fn public_meter_payments_validate_strictly_and_cancel_only_initialised() {
     let r = start_public_payment(&app, "bad%20serial", 100).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     // Installed but not commissioned.
-    sql(
-        &app,
-        &format!("UPDATE meters SET commissioned_at = NULL WHERE id = {meter}"),
-    )
-    .await;
+    set_commissioned(&app, meter, false).await;
     let r = start_public_payment(&app, "47003334445", 100).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
-    sql(
+    set_commissioned(&app, meter, true).await;
+    let usd = post_public_payment(
         &app,
-        &format!("UPDATE meters SET commissioned_at = now() WHERE id = {meter}"),
+        "47003334445",
+        json!({"amount": 100, "currency": "USD", "redirect_url": "https://x.example"}),
     )
     .await;
-    let usd = app
-        .post(
-            "/api/v1/public/meters/47003334445/payments",
-            &As::Nobody,
-            json!({"amount": 100, "currency": "USD", "redirect_url": "https://x.example"}),
-        )
-        .await;
     assert_eq!(
         usd.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -423,43 +367,21 @@ async fn public_meter_payments_validate_strictly_and_cancel_only_initialised() {
         ))
         .mount(&server)
         .await;
-    let s = app
-        .get(&format!("/api/v1/public/payments/{reference}"), &As::Nobody)
-        .await;
+    let s = public_status(&app, &reference).await;
     assert_eq!(s.status, StatusCode::OK, "{:?}", s.body);
     assert_eq!(
         (s.body["status"].as_str(), s.body["amount"].as_i64()),
         (Some("INITIALISED"), Some(2_500))
     );
-    let c = app
-        .post(
-            &format!("/api/v1/public/payments/{reference}/cancel"),
-            &As::Nobody,
-            json!({}),
-        )
-        .await;
+    let c = public_cancel(&app, &reference).await;
     assert_eq!(c.status, StatusCode::OK, "{:?}", c.body);
     assert_eq!(c.body["status"], "CANCELLED");
-    let again = app
-        .post(
-            &format!("/api/v1/public/payments/{reference}/cancel"),
-            &As::Nobody,
-            json!({}),
-        )
-        .await;
+    let again = public_cancel(&app, &reference).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
     for unknown in ["0b5e6c2a-0000-4000-8000-000000000000", "1"] {
-        let s = app
-            .get(&format!("/api/v1/public/payments/{unknown}"), &As::Nobody)
-            .await;
+        let s = public_status(&app, unknown).await;
         assert_eq!(s.status, StatusCode::NOT_FOUND, "{unknown}");
-        let c = app
-            .post(
-                &format!("/api/v1/public/payments/{unknown}/cancel"),
-                &As::Nobody,
-                json!({}),
-            )
-            .await;
+        let c = public_cancel(&app, unknown).await;
         assert_eq!(c.status, StatusCode::NOT_FOUND, "{unknown}");
     }
 }
@@ -471,14 +393,8 @@ async fn public_payments_answer_503_without_a_provider() {
     commissioned_meter(&app, &b, "47004445556").await;
     let r = start_public_payment(&app, "47004445556", 100).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
-    assert_eq!(sql_count(&app, "SELECT count(*) AS n FROM orders").await, 0);
-    let r = webhook(
-        &app,
-        WEBHOOK,
-        &charge_event(1, "r", "1"),
-        &[("verif-hash", WEBHOOK_HASH)],
-    )
-    .await;
+    assert_eq!(count(&app, "SELECT count(*) AS n FROM orders").await, 0);
+    let r = platform_webhook(&app, &charge_event(1, "r", "1")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -493,51 +409,20 @@ async fn authenticated_payments_check_roles_tenants_and_idempotency() {
         json!({"wallet_id": wallet, "amount": 10_000, "currency": "NGN",
                "redirect_url": "https://ops.example/paid"})
     };
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &As::Nobody,
-            body(b.org_wallet),
-        )
-        .await;
+    let r = post_payment(&app, &As::Nobody, body(b.org_wallet)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let (_, developer) = app.member(b.org, "DEVELOPER").await;
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &developer,
-            body(b.org_wallet),
-        )
-        .await;
+    let r = post_payment(&app, &developer, body(b.org_wallet)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &b.finance,
-            body(other.org_wallet),
-        )
-        .await;
+    let r = post_payment(&app, &b.finance, body(other.org_wallet)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
-    let r = app
-        .post("/api/v1/payments/flutterwave", &b.finance, json!({"wallet_id": b.org_wallet, "amount": -5, "currency": "NGN", "redirect_url": "ftp://x"}))
+    let r = post_payment(&app, &b.finance, json!({"wallet_id": b.org_wallet, "amount": -5, "currency": "NGN", "redirect_url": "ftp://x"}))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     // A customer pays into its own connection, not into someone else's wallet.
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &b.customer_token,
-            body(b.connection_wallet),
-        )
-        .await;
+    let r = post_payment(&app, &b.customer_token, body(b.connection_wallet)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &b.customer_token,
-            body(b.agent_wallet),
-        )
-        .await;
+    let r = post_payment(&app, &b.customer_token, body(b.agent_wallet)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
 
     let send = |key: &'static str| {
@@ -570,7 +455,7 @@ async fn authenticated_payments_check_roles_tenants_and_idempotency() {
         Some("true")
     );
     let reference = first.body["reference"].as_str().unwrap().to_owned();
-    let orders = sql_count(
+    let orders = count(
         &app,
         &format!(
             "SELECT count(*) AS n FROM orders WHERE receiver_wallet_id = {}",
@@ -669,14 +554,14 @@ async fn organizations_keep_their_own_encrypted_credentials_and_webhook() {
         StatusCode::NOT_FOUND
     );
     // Sealed at rest.
-    let plain = sql_count(
+    let plain = count(
         &app,
         &format!("SELECT count(*) AS n FROM payment_provider_credentials WHERE position(convert_to('{ORG_SECRET}', 'UTF8') in secret_key_encrypted) > 0 OR position(convert_to('{ORG_HASH}', 'UTF8') in webhook_hash_encrypted) > 0"),
     )
     .await;
     assert_eq!(plain, 0);
     assert_eq!(
-        sql_count(&app, &format!("SELECT count(*) AS n FROM audit_events WHERE organization_id = {} AND action = 'payment_credentials.put'", b.org)).await,
+        count(&app, &format!("SELECT count(*) AS n FROM audit_events WHERE organization_id = {} AND action = 'payment_credentials.put'", b.org)).await,
         1
     );
 
@@ -686,24 +571,17 @@ async fn organizations_keep_their_own_encrypted_credentials_and_webhook() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let reference = r.body["reference"].as_str().unwrap().to_owned();
     // Its webhooks are checked against its own hash, and verified with its own key.
-    Mock::given(method("GET"))
-        .and(path("/v3/transactions/555001/verify"))
-        .and(header(
-            "authorization",
-            format!("Bearer {ORG_SECRET}").as_str(),
-        ))
-        .respond_with(transaction(555001, &reference, "10", "NGN"))
-        .mount(&server)
-        .await;
+    let paid = transaction(555001, &reference, "10", "NGN");
+    mount_verify(&server, ORG_SECRET, 555001, paid).await;
     let own_hook = format!("{WEBHOOK}/{}", b.org);
     let body = charge_event(555001, &reference, "10");
-    let r = webhook(&app, &own_hook, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    let r = post_webhook(&app, &own_hook, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
     assert_eq!(
         r.status,
         StatusCode::UNAUTHORIZED,
         "the platform hash is not this account's"
     );
-    let r = webhook(&app, &own_hook, &body, &[("verif-hash", ORG_HASH)]).await;
+    let r = post_webhook(&app, &own_hook, &body, &[("verif-hash", ORG_HASH)]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     drain_inbox(&app).await;
     assert_eq!(balance(&app, wallet).await, 1_000);
@@ -730,39 +608,14 @@ async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
     let app = start(&server).await;
     let b = books(&app, "Payout").await;
     let (_, meter) = meter_wallet(&app, &b, "PAYOUT-1").await;
-    let r = app
-        .patch(
-            &format!("/api/v1/grids/{}", b.grid),
-            &app.root,
-            json!({"is_hidden_from_reporting": false}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    crate::ledger::deposit(&app, meter, 100_000).await;
-    let tz: chrono_tz::Tz = "Africa/Lagos".parse().unwrap();
-    let month = chrono::Utc::now()
-        .with_timezone(&tz)
-        .format("%Y-%m")
-        .to_string();
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": month}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let id = r.body["id"].as_i64().unwrap();
-    let r = app
-        .post(
-            &format!("/api/v1/payouts/{id}/approve"),
-            &b.finance,
-            json!({"bank_account": {"bank_code": "044", "account_number": "0690000031", "account_name": "Owner"}}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    report_revenue(&app, &b).await;
+    deposit(&app, meter, 100_000).await;
+    let id = draft_payout(&app, &b, &this_month()).await["id"]
+        .as_i64()
+        .unwrap();
+    approve_payout(&app, &b, id, None).await;
     // The payout's money leaves the organization's wallet when the transfer starts.
-    crate::ledger::deposit(&app, b.org_wallet, 100_000).await;
+    deposit(&app, b.org_wallet, 100_000).await;
     Mock::given(method("POST"))
         .and(path("/v3/transfers"))
         .respond_with(
@@ -779,19 +632,14 @@ async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
     let reference = r.body["transfer_reference"].as_str().unwrap().to_owned();
 
     // The body says SUCCESSFUL; Flutterwave's API says it failed: the API wins.
-    Mock::given(method("GET"))
-        .and(path("/v3/transfers/190626"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"status": "success", "message": "ok",
-            "data": {"id": 190626, "reference": reference, "status": "FAILED",
-                     "complete_message": "DISBURSE FAILED: Insufficient funds"}}),
-        ))
-        .mount(&server)
-        .await;
-    let body = format!(
-        r#"{{"event":"transfer.completed","event.type":"Transfer","data":{{"id":190626,"reference":"{reference}","status":"SUCCESSFUL"}}}}"#
-    );
-    let r = webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    mount_transfer(
+        &server,
+        json!({"id": 190626, "reference": reference, "status": "FAILED",
+               "complete_message": "DISBURSE FAILED: Insufficient funds"}),
+    )
+    .await;
+    let body = transfer_event(190626, &reference, "SUCCESSFUL");
+    let r = platform_webhook(&app, &body).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     drain_inbox(&app).await;
     let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
@@ -805,7 +653,7 @@ async fn transfer_webhooks_settle_payouts_from_the_providers_answer() {
         r.body
     );
     // The failed transfer's money is back in the organization's wallet.
-    assert_eq!(crate::ledger::balance(&app, b.org_wallet).await, 100_000);
-    let (sound, report) = crate::ledger::verify(&app).await;
+    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
+    let (sound, report) = verify(&app).await;
     assert!(sound, "{report}");
 }

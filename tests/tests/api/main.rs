@@ -16,6 +16,7 @@ mod interactions_store;
 mod keys_audit;
 mod ledger;
 mod members;
+mod money;
 mod operations;
 mod orders;
 mod organizations;

@@ -3,11 +3,21 @@
 
 use actix_web::http::StatusCode;
 use serde_json::{Value, json};
-use tiamat_tests::TestApp;
+use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::ledger::{balance, books, deposit, meter_wallet, statement, system_balance, verify};
+use crate::ledger::{
+    Books, balance, books, deposit, meter_wallet, statement, system_balance, verify,
+};
+use crate::money::{
+    WEBHOOK, approve_payout, bank, draft_payout, drain_inbox, impatient_gateway, mount_transfer,
+    mount_transfer_answer, post_draft, post_order_refund, post_webhook, report_revenue, this_month,
+    transfer_event, use_flutterwave,
+};
+
+const SECRET: &str = "FLWSECK_TEST-x";
+const WEBHOOK_HASH: &str = "hash";
 
 async fn flutterwave() -> MockServer {
     MockServer::start().await
@@ -15,36 +25,17 @@ async fn flutterwave() -> MockServer {
 
 async fn app_with(fw: &MockServer) -> TestApp {
     let base = fw.uri();
-    TestApp::start_with(|cfg| {
-        cfg.payments.flutterwave_base_url = base.parse().unwrap();
-        cfg.payments.flutterwave = Some(tiamat::config::FlutterwavePlatform {
-            secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
-            webhook_hash: secrecy::SecretString::from("hash".to_owned()),
-        });
-    })
-    .await
+    TestApp::start_with(|cfg| use_flutterwave(cfg, &base, SECRET, WEBHOOK_HASH)).await
 }
 
-fn this_month() -> String {
-    let tz: chrono_tz::Tz = "Africa/Lagos".parse().unwrap();
-    chrono::Utc::now()
-        .with_timezone(&tz)
-        .format("%Y-%m")
-        .to_string()
-}
-
-fn bank() -> Value {
-    json!({"bank_code": "044", "account_number": "0690000031", "account_name": "Grid Owner"})
-}
-
+/// Flutterwave answers the next transfer call once, with `status` and `body`.
 async fn transfer_answers(fw: &MockServer, status: u16, body: Value) {
-    Mock::given(method("POST"))
-        .and(path("/v3/transfers"))
-        .and(header("authorization", "Bearer FLWSECK_TEST-x"))
-        .respond_with(ResponseTemplate::new(status).set_body_json(body))
-        .up_to_n_times(1)
-        .mount(fw)
-        .await;
+    mount_transfer_answer(fw, SECRET, status, body).await;
+}
+
+/// Pays the payout at `one` (its path).
+async fn pay(app: &TestApp, who: &As, one: &str) -> Reply {
+    app.post(&format!("{one}/pay"), who, json!({})).await
 }
 
 #[actix_web::test]
@@ -55,78 +46,40 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     let (_, meter) = meter_wallet(&app, &b, "PAY-1").await;
     // Sold while the grid was hidden from reporting (the default): not revenue.
     deposit(&app, meter, 70_000).await;
-    let r = app
-        .patch(
-            &format!("/api/v1/grids/{}", b.grid),
-            &app.root,
-            json!({"is_hidden_from_reporting": false}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    report_revenue(&app, &b).await;
     // ₦1,000 and ₦500 of energy this month; ₦300 more, refunded (not revenue).
     deposit(&app, meter, 100_000).await;
     deposit(&app, meter, 50_000).await;
     let refunded = deposit(&app, meter, 30_000).await;
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{}/refund", refunded["id"]),
-            &b.finance,
-            json!({}),
-        )
-        .await;
+    let r = post_order_refund(&app, &b.finance, &refunded["id"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["status"], "COMPLETED", "{:?}", r.body);
 
     let month = this_month();
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": month}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let id = r.body["id"].as_i64().unwrap();
-    let d = &r.body["breakdown"];
+    let draft = draft_payout(&app, &b, &month).await;
+    let id = draft["id"].as_i64().unwrap();
+    let one = format!("/api/v1/payouts/{id}");
+    let d = &draft["breakdown"];
     assert_eq!(d["energy_topup_revenue_minor"], 150_000);
     assert_eq!(d["support_fee_minor"], 15_000);
     assert_eq!(d["insurance_fee_minor"], 3_000);
     assert_eq!(d["processing_fee_minor"], 3_000);
-    assert_eq!(r.body["proposed_amount_minor"], 129_000);
-    assert_eq!(r.body["status"], "WAITING_FOR_APPROVAL");
-    assert_eq!(r.body["period"]["month"], month);
+    assert_eq!(draft["proposed_amount_minor"], 129_000);
+    assert_eq!(draft["status"], "WAITING_FOR_APPROVAL");
+    assert_eq!(draft["period"]["month"], month);
 
     // More revenue before approval: the draft is recomputed in place.
     deposit(&app, meter, 100_000).await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": month}),
-        )
-        .await;
+    let r = post_draft(&app, &b.finance, b.grid, &month).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["id"], id);
     assert_eq!(r.body["proposed_amount_minor"], 215_000);
 
-    let r = app
-        .post(
-            &format!("/api/v1/payouts/{id}/approve"),
-            &b.finance,
-            json!({"bank_account": bank()}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["status"], "APPROVED");
-    assert_eq!(r.body["approved_amount_minor"], 215_000);
+    let approved = approve_payout(&app, &b, id, None).await;
+    assert_eq!(approved["status"], "APPROVED");
+    assert_eq!(approved["approved_amount_minor"], 215_000);
     // Approved: neither recomputed nor approved again.
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": month}),
-        )
-        .await;
+    let r = post_draft(&app, &b.finance, b.grid, &month).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     let r = app
         .post(
@@ -145,11 +98,9 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     // The provider does not know the call (404): nothing was made, the payout is APPROVED again
     // and its money is back. (A 5xx or a timeout may have paid: see the tests below.)
     transfer_answers(&fw, 404, json!({"status": "error", "message": "not found"})).await;
-    let r = app
-        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
-        .await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
-    let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
+    let r = app.get(&one, &b.finance).await;
     assert_eq!(r.body["status"], "APPROVED");
     let first_reference = r.body["transfer_reference"].clone();
     assert_eq!(balance(&app, b.org_wallet).await, 215_000);
@@ -170,9 +121,7 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .expect(1)
         .mount(&fw)
         .await;
-    let r = app
-        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
-        .await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let sent = fw.received_requests().await.unwrap();
     let last = String::from_utf8_lossy(&sent[sent.len() - 1].body).into_owned();
@@ -186,9 +135,7 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     );
     assert_eq!(r.body["transfer_reference"], first_reference);
     // A second pay while the transfer runs is refused (no second transfer).
-    let r = app
-        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
-        .await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
 
     // The provider reports the outcome (the transfer.completed webhook's handler).
@@ -204,7 +151,7 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         .await
         .unwrap();
     assert_eq!(again, None, "a repeated or stale outcome changes nothing");
-    let r = app.get(&format!("/api/v1/payouts/{id}"), &b.finance).await;
+    let r = app.get(&one, &b.finance).await;
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
     assert!(r.body["paid_at"].is_string());
     // Paid moves nothing more: the money left when the transfer started.
@@ -213,13 +160,8 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         system_balance(&app, "FLUTTERWAVE").await,
         provider_before + 215_000
     );
-    let kinds: Vec<Value> = statement(&app, b.org_wallet)
-        .await
-        .iter()
-        .map(|l| l["kind"].clone())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&statement(&app, b.org_wallet).await),
         vec![
             json!("TRANSFER"),
             json!("PAYOUT"),
@@ -247,22 +189,11 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
     let b = books(&app, "Refused").await;
     let (_, meter) = meter_wallet(&app, &b, "REF-1").await;
     deposit(&app, meter, 100_000).await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": this_month()}),
-        )
-        .await;
-    let id = r.body["id"].as_i64().unwrap();
-    let r = app
-        .post(
-            &format!("/api/v1/payouts/{id}/approve"),
-            &b.finance,
-            json!({"approved_amount_minor": 80_000, "bank_account": bank()}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let id = draft_payout(&app, &b, &this_month()).await["id"]
+        .as_i64()
+        .unwrap();
+    approve_payout(&app, &b, id, Some(80_000)).await;
+    let one = format!("/api/v1/payouts/{id}");
     deposit(&app, b.org_wallet, 80_000).await;
     transfer_answers(
         &fw,
@@ -270,9 +201,7 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
         json!({"status": "error", "message": "Invalid account"}),
     )
     .await;
-    let r = app
-        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
-        .await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "FAILED");
     assert!(
@@ -290,9 +219,7 @@ async fn a_refused_transfer_fails_and_a_new_attempt_gets_a_new_reference() {
         json!({"status": "success", "data": {"id": 7, "status": "SUCCESSFUL"}}),
     )
     .await;
-    let r = app
-        .post(&format!("/api/v1/payouts/{id}/pay"), &b.finance, json!({}))
-        .await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "PAID");
     assert_ne!(r.body["transfer_reference"], failed_reference);
@@ -315,21 +242,14 @@ async fn a_month_without_top_ups_is_a_zero_payout_and_rentals_need_a_rate() {
     let fw = flutterwave().await;
     let app = app_with(&fw).await;
     let b = books(&app, "Quiet").await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": "2020-01"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert_eq!(r.body["proposed_amount_minor"], 0);
-    assert_eq!(r.body["breakdown"]["total_revenue_minor"], 0);
-    assert_eq!(r.body["period"]["start"], "2019-12-31T23:00:00Z");
+    let draft = draft_payout(&app, &b, "2020-01").await;
+    assert_eq!(draft["proposed_amount_minor"], 0);
+    assert_eq!(draft["breakdown"]["total_revenue_minor"], 0);
+    assert_eq!(draft["period"]["start"], "2019-12-31T23:00:00Z");
     // A zero payout cannot be approved for payment.
     let r = app
         .post(
-            &format!("/api/v1/payouts/{}/approve", r.body["id"]),
+            &format!("/api/v1/payouts/{}/approve", draft["id"]),
             &b.finance,
             json!({"bank_account": bank()}),
         )
@@ -355,13 +275,7 @@ async fn a_month_without_top_ups_is_a_zero_payout_and_rentals_need_a_rate() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["rental"]["currency"], "USD");
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": "2020-02"}),
-        )
-        .await;
+    let r = post_draft(&app, &b.finance, b.grid, "2020-02").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     assert_eq!(r.body["errors"][0]["field"], "exchange_rate");
     let r = app
@@ -381,36 +295,20 @@ async fn a_month_without_top_ups_is_a_zero_payout_and_rentals_need_a_rate() {
 async fn payouts_are_for_finance_in_the_same_tenant() {
     let app = TestApp::start().await;
     let b = books(&app, "Rules").await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": "2021-05"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let id = r.body["id"].as_i64().unwrap();
-    let one = format!("/api/v1/payouts/{id}");
+    let one = format!(
+        "/api/v1/payouts/{}",
+        draft_payout(&app, &b, "2021-05").await["id"]
+    );
 
     // 401
     assert_eq!(
-        app.get("/api/v1/payouts", &tiamat_tests::As::Nobody)
-            .await
-            .status,
+        app.get("/api/v1/payouts", &As::Nobody).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let r = app
-        .post(&format!("{one}/pay"), &tiamat_tests::As::Nobody, json!({}))
-        .await;
+    let r = pay(&app, &As::Nobody, &one).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // 403: MANAGER reads money but neither drafts, approves nor pays; TECH reads no money.
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.manager,
-            json!({"grid_id": b.grid, "month": "2021-06"}),
-        )
-        .await;
+    let r = post_draft(&app, &b.manager, b.grid, "2021-06").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     let r = app
         .post(
@@ -421,9 +319,7 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert_eq!(
-        app.post(&format!("{one}/pay"), &b.manager, json!({}))
-            .await
-            .status,
+        pay(&app, &b.manager, &one).await.status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(app.get(&one, &b.manager).await.status, StatusCode::OK);
@@ -456,7 +352,7 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(app.get(&one, &b.finance).await.body["status"], "APPROVED");
     // 404 from another tenant: the payout, its actions and the grid.
@@ -475,13 +371,7 @@ async fn payouts_are_for_finance_in_the_same_tenant() {
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}: {:?}", r.body);
     }
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &other.finance,
-            json!({"grid_id": b.grid, "month": "2021-07"}),
-        )
-        .await;
+    let r = post_draft(&app, &other.finance, b.grid, "2021-07").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app
         .get(
@@ -502,28 +392,15 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
     let fw = flutterwave().await;
     let app = app_with(&fw).await;
     let b = books(&app, "Moves").await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": "2021-03"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let id = r.body["id"].as_i64().unwrap();
+    let id = draft_payout(&app, &b, "2021-03").await["id"]
+        .as_i64()
+        .unwrap();
     let one = format!("/api/v1/payouts/{id}");
-    let r = app
-        .post(
-            &format!("{one}/approve"),
-            &b.finance,
-            json!({"approved_amount_minor": 60_000, "bank_account": bank()}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    approve_payout(&app, &b, id, Some(60_000)).await;
     let provider_before = system_balance(&app, "FLUTTERWAVE").await;
 
     // The organization's wallet is empty: 409, still APPROVED, nothing sent, nothing posted.
-    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(r.body["status"], 409);
     assert!(
@@ -543,7 +420,7 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
     deposit(&app, b.org_wallet, 100_000).await;
     let queued = json!({"status": "success", "data": {"id": 31, "status": "NEW"}});
     transfer_answers(&fw, 200, queued.clone()).await;
-    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "PROCESSING");
     let first = r.body["transfer_reference"].as_str().unwrap().to_owned();
@@ -564,13 +441,7 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
     assert_eq!(order.body["order_type"], "ORGANIZATION_WITHDRAWAL");
     assert_eq!(order.body["sender_wallet_id"], b.org_wallet);
     // A payout's withdrawal is not refunded through /orders.
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{withdrawal}/refund"),
-            &b.finance,
-            json!({}),
-        )
-        .await;
+    let r = post_order_refund(&app, &b.finance, &withdrawal).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(balance(&app, b.org_wallet).await, 40_000);
 
@@ -592,7 +463,7 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
 
     // The retry is debited again (one debit in all), and being paid changes nothing.
     transfer_answers(&fw, 200, queued).await;
-    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "PROCESSING");
     let second = r.body["transfer_reference"].as_str().unwrap().to_owned();
@@ -621,27 +492,11 @@ async fn a_payout_moves_the_organizations_money_to_the_provider_once() {
 
 /// An app whose payouts call Flutterwave with a short time limit (so a slow answer times out).
 async fn app_with_short_timeout(fw: &MockServer) -> TestApp {
-    let base: url::Url = fw.uri().parse().unwrap();
     let platform = fw.uri();
+    let gateway = impatient_gateway(fw, SECRET);
     TestApp::start_with_state(
-        |cfg| {
-            cfg.payments.flutterwave_base_url = platform.parse().unwrap();
-            cfg.payments.flutterwave = Some(tiamat::config::FlutterwavePlatform {
-                secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
-                webhook_hash: secrecy::SecretString::from("hash".to_owned()),
-            });
-        },
+        |cfg| use_flutterwave(cfg, &platform, SECRET, WEBHOOK_HASH),
         |state| {
-            let gateway = flutterwave::FlutterwaveGateway::new(
-                base,
-                Some(payments::ProviderCredentials {
-                    public_key: None,
-                    secret_key: secrecy::SecretString::from("FLWSECK_TEST-x".to_owned()),
-                    webhook_hash: None,
-                }),
-                reqwest::Client::new(),
-            )
-            .with_timeout(std::time::Duration::from_millis(300));
             state.services.payouts = state
                 .services
                 .payouts
@@ -654,29 +509,14 @@ async fn app_with_short_timeout(fw: &MockServer) -> TestApp {
 
 /// A payout of ₦600 whose transfer call timed out: the answer came after the client gave up.
 /// Answers the app, the books, the payout's path and its transfer reference.
-async fn unanswered_payout(
-    fw: &MockServer,
-    name: &str,
-) -> (TestApp, crate::ledger::Books, String, String, i64) {
+async fn unanswered_payout(fw: &MockServer, name: &str) -> (TestApp, Books, String, String, i64) {
     let app = app_with_short_timeout(fw).await;
     let b = books(&app, name).await;
-    let r = app
-        .post(
-            "/api/v1/payouts",
-            &b.finance,
-            json!({"grid_id": b.grid, "month": "2021-05"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let one = format!("/api/v1/payouts/{}", r.body["id"]);
-    let r = app
-        .post(
-            &format!("{one}/approve"),
-            &b.finance,
-            json!({"approved_amount_minor": 60_000, "bank_account": bank()}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let id = draft_payout(&app, &b, "2021-05").await["id"]
+        .as_i64()
+        .unwrap();
+    let one = format!("/api/v1/payouts/{id}");
+    approve_payout(&app, &b, id, Some(60_000)).await;
     deposit(&app, b.org_wallet, 100_000).await;
     let provider_before = system_balance(&app, "FLUTTERWAVE").await;
     Mock::given(method("POST"))
@@ -689,7 +529,7 @@ async fn unanswered_payout(
         .up_to_n_times(1)
         .mount(fw)
         .await;
-    let r = app.post(&format!("{one}/pay"), &b.finance, json!({})).await;
+    let r = pay(&app, &b.finance, &one).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert!(
         r.body["detail"].as_str().unwrap().contains("timed out"),
@@ -716,7 +556,7 @@ async fn read_back_answers(fw: &MockServer, reference: &str, transfers: Value) {
     Mock::given(method("GET"))
         .and(path("/v3/transfers"))
         .and(query_param("reference", reference))
-        .and(header("authorization", "Bearer FLWSECK_TEST-x"))
+        .and(header("authorization", format!("Bearer {SECRET}").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_json(
             json!({"status": "success", "message": "Transfers fetched", "data": transfers}),
         ))
@@ -741,6 +581,35 @@ fn kinds(lines: &[Value]) -> Vec<Value> {
     lines.iter().map(|l| l["kind"].clone()).collect()
 }
 
+/// The ₦600 of a timed-out payout went to the provider, once: the organization keeps ₦400 of
+/// its ₦1,000, its statement shows the deposit and the payout only, and the books balance.
+async fn assert_paid_out_once(app: &TestApp, b: &Books, provider_before: i64) {
+    assert_eq!(balance(app, b.org_wallet).await, 40_000);
+    assert_eq!(
+        system_balance(app, "FLUTTERWAVE").await,
+        provider_before + 60_000
+    );
+    assert_eq!(
+        kinds(&statement(app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT")]
+    );
+    let (sound, report) = verify(app).await;
+    assert!(sound, "{report}");
+}
+
+/// The ₦600 of a timed-out payout came back, once: the organization has its ₦1,000 again, its
+/// statement shows the deposit, the payout and one reversal, and the books balance.
+async fn assert_given_back_once(app: &TestApp, b: &Books, provider_before: i64) {
+    assert_eq!(balance(app, b.org_wallet).await, 100_000);
+    assert_eq!(system_balance(app, "FLUTTERWAVE").await, provider_before);
+    assert_eq!(
+        kinds(&statement(app, b.org_wallet).await),
+        vec![json!("TRANSFER"), json!("PAYOUT"), json!("PAYOUT_REVERSAL")]
+    );
+    let (sound, report) = verify(app).await;
+    assert!(sound, "{report}");
+}
+
 #[actix_web::test]
 async fn a_timed_out_transfer_the_provider_made_is_paid_and_never_given_back() {
     let fw = flutterwave().await;
@@ -760,31 +629,21 @@ async fn a_timed_out_transfer_the_provider_made_is_paid_and_never_given_back() {
 
     // Then read back (by the provider's id now) as SUCCESSFUL: PAID, nothing given back.
     fw.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/v3/transfers/77"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
-            "data": {"id": 77, "reference": reference, "status": "SUCCESSFUL"}})),
-        )
-        .mount(&fw)
-        .await;
+    mount_transfer(
+        &fw,
+        json!({"id": 77, "reference": reference, "status": "SUCCESSFUL"}),
+    )
+    .await;
     let pass = read_back(&app, chrono::Utc::now()).await;
     assert_eq!(pass.settled, 1);
     let r = app.get(&one, &b.finance).await;
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
-    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
-    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider + 60_000);
-    assert_eq!(
-        kinds(&statement(&app, b.org_wallet).await),
-        vec![json!("TRANSFER"), json!("PAYOUT")]
-    );
+    assert_paid_out_once(&app, &b, provider).await;
     // Nothing is PROCESSING any more: a later pass reads nothing.
     assert_eq!(
         read_back(&app, chrono::Utc::now()).await,
         Default::default()
     );
-    let (sound, report) = verify(&app).await;
-    assert!(sound, "{report}");
 }
 
 #[actix_web::test]
@@ -809,14 +668,7 @@ async fn a_timed_out_transfer_the_provider_failed_is_given_back_once() {
             .contains("account closed")
     );
     assert_eq!(r.body["provider_transfer_id"], "78");
-    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
-    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider);
-    assert_eq!(
-        kinds(&statement(&app, b.org_wallet).await),
-        vec![json!("TRANSFER"), json!("PAYOUT"), json!("PAYOUT_REVERSAL")]
-    );
-    let (sound, report) = verify(&app).await;
-    assert!(sound, "{report}");
+    assert_given_back_once(&app, &b, provider).await;
 }
 
 #[actix_web::test]
@@ -850,14 +702,7 @@ async fn a_timed_out_transfer_the_provider_never_made_is_given_back_after_the_gr
     let r = app.get(&one, &b.finance).await;
     assert_eq!(r.body["status"], "APPROVED", "{:?}", r.body);
     assert_eq!(r.body["transfer_reference"], reference.as_str());
-    assert_eq!(balance(&app, b.org_wallet).await, 100_000);
-    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider);
-    assert_eq!(
-        kinds(&statement(&app, b.org_wallet).await),
-        vec![json!("TRANSFER"), json!("PAYOUT"), json!("PAYOUT_REVERSAL")]
-    );
-    let (sound, report) = verify(&app).await;
-    assert!(sound, "{report}");
+    assert_given_back_once(&app, &b, provider).await;
 }
 
 /// The transfer webhook settles a timed-out payout too (it is still PROCESSING), from the
@@ -867,45 +712,17 @@ async fn a_timed_out_transfer_is_paid_by_its_webhook() {
     let fw = flutterwave().await;
     let (app, b, one, reference, provider) = unanswered_payout(&fw, "Timeout webhook").await;
     fw.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/v3/transfers/79"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
-            "data": {"id": 79, "reference": reference, "status": "SUCCESSFUL"}})),
-        )
-        .mount(&fw)
-        .await;
-    let body = json!({"event": "transfer.completed", "event.type": "Transfer",
-        "data": {"id": 79, "reference": reference, "status": "SUCCESSFUL"}})
-    .to_string();
-    let req = actix_web::test::TestRequest::post()
-        .uri("/api/v1/integrations/flutterwave/webhook")
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("verif-hash", "hash"))
-        .set_payload(body);
-    let r = app.send(req.to_request()).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    while tiamat::inbox_worker::run_once_with_payments(
-        app.app.state.inbox.as_ref(),
-        &app.app.db,
-        None,
-        Some(&app.app.state.checkout),
-        Some(&app.app.state.services.payouts),
-        Some(&app.app.state.services.provider_refunds),
+    mount_transfer(
+        &fw,
+        json!({"id": 79, "reference": reference, "status": "SUCCESSFUL"}),
     )
-    .await
-    .expect("inbox worker")
-        > 0
-    {}
+    .await;
+    let body = transfer_event(79, &reference, "SUCCESSFUL");
+    let r = post_webhook(&app, WEBHOOK, &body, &[("verif-hash", WEBHOOK_HASH)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    drain_inbox(&app).await;
     let r = app.get(&one, &b.finance).await;
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
     assert_eq!(r.body["provider_transfer_id"], "79");
-    assert_eq!(balance(&app, b.org_wallet).await, 40_000);
-    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider + 60_000);
-    assert_eq!(
-        kinds(&statement(&app, b.org_wallet).await),
-        vec![json!("TRANSFER"), json!("PAYOUT")]
-    );
-    let (sound, report) = verify(&app).await;
-    assert!(sound, "{report}");
+    assert_paid_out_once(&app, &b, provider).await;
 }

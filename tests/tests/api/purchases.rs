@@ -7,11 +7,12 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use meters::{InteractionId, InteractionRepo, InteractionStatus, Transition};
 use serde_json::{Value, json};
-use tiamat_tests::{As, TestApp};
+use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::ledger::{balance, deposit, statement, verify, wallet_of};
+use crate::money::post_order_refund;
 
 /// An organization with a grid priced at ₦250/kWh (HPS) and ₦300/kWh (FS), an energised grid,
 /// an online LoRaWAN gateway and an installed, recently seen meter with a decoder key.
@@ -102,6 +103,46 @@ async fn purchases_of(app: &TestApp, who: &As, meter: i64) -> Vec<Value> {
     r.body["items"].as_array().unwrap().clone()
 }
 
+/// Asks for a fresh token for purchase `p`.
+async fn redeliver(app: &TestApp, who: &As, p: &Value) -> Reply {
+    app.post(
+        &format!("/api/v1/purchases/{}/redeliver", p["id"]),
+        who,
+        json!({}),
+    )
+    .await
+}
+
+/// Refunds purchase `p` to its payer.
+async fn refund_purchase(app: &TestApp, who: &As, p: &Value) -> Reply {
+    app.post(
+        &format!("/api/v1/purchases/{}/refund", p["id"]),
+        who,
+        json!({}),
+    )
+    .await
+}
+
+/// Sets (or with `null` clears) the meter's own tariff.
+async fn put_tariff(app: &TestApp, who: &As, meter: i64, tariff: Value) -> Reply {
+    app.put(
+        &format!("/api/v1/meters/{meter}/tariff"),
+        who,
+        json!({"tariff_minor_per_kwh": tariff}),
+    )
+    .await
+}
+
+/// `r` is a 409 whose detail says `why`.
+fn assert_conflict(r: &Reply, why: &str) {
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains(why),
+        "{:?}",
+        r.body
+    );
+}
+
 async fn interaction(app: &TestApp, who: &As, id: &Value) -> Value {
     let r = app.get(&format!("/api/v1/interactions/{id}"), who).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -127,13 +168,7 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
     );
     assert!(listener.wait_listening(Duration::from_secs(5)).await);
     // ₦1,000 at ₦300/kWh (the meter's own tariff) = 3.33… kWh → 3.4 kWh.
-    let r = app
-        .put(
-            &format!("/api/v1/meters/{}/tariff", s.meter),
-            &s.manager,
-            json!({"tariff_minor_per_kwh": 30_000}),
-        )
-        .await;
+    let r = put_tariff(&app, &s.manager, s.meter, json!(30_000)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
     let org_wallet = wallet_of(&app, "ORGANIZATION", s.org).await;
     let org_before = balance(&app, org_wallet).await;
@@ -232,61 +267,23 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
         assert_eq!(sale[0]["counterparty_wallet_id"], other);
     }
     // Its order can no longer be refunded through /orders: the customer has the energy.
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{}/refund", order["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
-    assert!(
-        r.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("energy already delivered"),
-        "{:?}",
-        r.body
-    );
+    let r = post_order_refund(&app, &s.finance, &order["id"]).await;
+    assert_conflict(&r, "energy already delivered");
     assert_eq!(balance(&app, s.meter_wallet).await, 0);
     assert_eq!(balance(&app, org_wallet).await, org_before + 100_000);
     // A delivered purchase is neither re-delivered nor refunded.
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/refund", p["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
+    let r = refund_purchase(&app, &s.finance, p).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = redeliver(&app, &s.support, p).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     // An order refunded before the worker saw it buys nothing.
     let refunded = deposit(&app, s.meter_wallet, 20_000).await;
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{}/refund", refunded["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
+    let r = post_order_refund(&app, &s.finance, &refunded["id"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     work(&app).await;
     assert_eq!(purchases_of(&app, &s.finance, s.meter).await.len(), 1);
     // Priced at the grid's HPS tariff once the meter's own is cleared: ₦500 at ₦250 = 2 kWh.
-    let r = app
-        .put(
-            &format!("/api/v1/meters/{}/tariff", s.meter),
-            &s.manager,
-            json!({"tariff_minor_per_kwh": null}),
-        )
-        .await;
+    let r = put_tariff(&app, &s.manager, s.meter, Value::Null).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     deposit(&app, s.meter_wallet, 50_000).await;
     work(&app).await;
@@ -295,13 +292,7 @@ async fn a_completed_top_up_becomes_one_top_up_with_the_energy_paid_for() {
     assert_eq!(list[1]["energy_wh"], 2_000);
     assert_eq!(list[1]["tariff_source"], "GRID_HPS");
     // Its energy is on its way: refunding its order now would pay twice if it arrives.
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{}/refund", list[1]["order_id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
+    let r = post_order_refund(&app, &s.finance, &list[1]["order_id"]).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(balance(&app, s.meter_wallet).await, 50_000);
     let (sound, report) = verify(&app).await;
@@ -330,13 +321,7 @@ async fn a_token_failure_is_visible_and_redelivered_with_a_fresh_token() {
         "FAILED"
     );
 
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = redeliver(&app, &s.support, p).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "PENDING");
     assert_eq!(r.body["attempts"], 1);
@@ -368,13 +353,7 @@ async fn a_token_failure_is_visible_and_redelivered_with_a_fresh_token() {
         "{:?}",
         r.body
     );
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = redeliver(&app, &s.support, p).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["attempts"], 2);
     assert_ne!(r.body["interaction_id"], i["id"]);
@@ -393,13 +372,7 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
     assert_eq!(balance(&app, s.meter_wallet).await, 100_000);
 
     // The generator is still down: the re-delivery shows it FAILED again, with the reason.
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = redeliver(&app, &s.support, &p).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "FAILED");
     assert!(r.body["interaction_id"].is_null());
@@ -411,38 +384,12 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
     );
 
     // SUPPORT re-delivers tokens but does not move money.
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/refund", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = refund_purchase(&app, &s.support, &p).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     // Not around the purchase through /orders: a re-delivery could race such a refund.
-    let r = app
-        .post(
-            &format!("/api/v1/orders/{}/refund", order["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
-    assert!(
-        r.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("refund its purchase"),
-        "{:?}",
-        r.body
-    );
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/refund", p["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
+    let r = post_order_refund(&app, &s.finance, &order["id"]).await;
+    assert_conflict(&r, "refund its purchase");
+    let r = refund_purchase(&app, &s.finance, &p).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "REFUNDED");
     assert!(r.body["refund_order_id"].is_i64());
@@ -458,21 +405,9 @@ async fn an_undelivered_purchase_is_refunded_to_the_payer_once() {
     assert_eq!(refund.body["receiver_wallet_id"], order["sender_wallet_id"]);
 
     // Neither refunded twice nor re-delivered after the refund.
-    let again = app
-        .post(
-            &format!("/api/v1/purchases/{}/refund", p["id"]),
-            &s.finance,
-            json!({}),
-        )
-        .await;
+    let again = refund_purchase(&app, &s.finance, &p).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
-    let r = app
-        .post(
-            &format!("/api/v1/purchases/{}/redeliver", p["id"]),
-            &s.support,
-            json!({}),
-        )
-        .await;
+    let r = redeliver(&app, &s.support, &p).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(balance(&app, s.meter_wallet).await, 0);
     // Nothing was sold: no energy sale on either wallet.
@@ -503,9 +438,7 @@ async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
         let r = app.call(m.parse().unwrap(), &url, &As::Nobody, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{url}");
     }
-    let r = app
-        .post(&format!("{one}/redeliver"), &As::Nobody, json!({}))
-        .await;
+    let r = redeliver(&app, &As::Nobody, &p).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // 403: TECH reads no money; FINANCE does not re-deliver tokens; MANAGER does not refund.
     let (_, tech) = app.member(s.org, "TECH").await;
@@ -513,21 +446,11 @@ async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
         app.get("/api/v1/purchases", &tech).await.status,
         StatusCode::FORBIDDEN
     );
-    let r = app
-        .post(&format!("{one}/redeliver"), &s.finance, json!({}))
-        .await;
+    let r = redeliver(&app, &s.finance, &p).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
-    let r = app
-        .post(&format!("{one}/refund"), &s.manager, json!({}))
-        .await;
+    let r = refund_purchase(&app, &s.manager, &p).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
-    let r = app
-        .put(
-            &format!("/api/v1/meters/{}/tariff", s.meter),
-            &s.finance,
-            json!({"tariff_minor_per_kwh": 1}),
-        )
-        .await;
+    let r = put_tariff(&app, &s.finance, s.meter, json!(1)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // 422: a bad filter, a zero tariff, an unknown field.
     let r = app.get("/api/v1/purchases?status=LOST", &s.finance).await;
@@ -555,21 +478,11 @@ async fn purchases_need_staff_with_the_right_permission_in_the_same_tenant() {
         app.get(&one, &other_finance).await.status,
         StatusCode::NOT_FOUND
     );
-    let r = app
-        .post(&format!("{one}/redeliver"), &other_support, json!({}))
-        .await;
+    let r = redeliver(&app, &other_support, &p).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = app
-        .post(&format!("{one}/refund"), &other_finance, json!({}))
-        .await;
+    let r = refund_purchase(&app, &other_finance, &p).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = app
-        .put(
-            &format!("/api/v1/meters/{}/tariff", s.meter),
-            &other_manager,
-            json!({"tariff_minor_per_kwh": 1}),
-        )
-        .await;
+    let r = put_tariff(&app, &other_manager, s.meter, json!(1)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app.get("/api/v1/purchases", &other_finance).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);

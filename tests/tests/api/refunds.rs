@@ -9,54 +9,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::test::TestRequest;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use payments::refunds::{
     ProviderRefundRecord, ProviderRefundService, ProviderRefundStatus, ProviderRefundStore,
     RefundOutcome, RefundPolicy, RefundReport,
 };
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use tiamat::config::FlutterwavePlatform;
 use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{body_json, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
 use crate::ledger::{Books, balance, books, deposit, meter_wallet, system_balance, verify};
+use crate::money::{
+    WEBHOOK, count, drain_inbox, impatient_gateway, mount_initialise, post_payment, post_webhook,
+    success, transaction, use_flutterwave,
+};
 
 const SECRET: &str = "FLWSECK_TEST-refunds-platform-key";
 const WEBHOOK_HASH: &str = "refunds-webhook-hash-0123456789";
 
 async fn start(server: &MockServer) -> TestApp {
     let uri = server.uri();
-    TestApp::start_with(move |c| {
-        c.payments.flutterwave_base_url = url::Url::parse(&uri).unwrap();
-        c.payments.flutterwave = Some(FlutterwavePlatform {
-            secret_key: SecretString::from(SECRET),
-            webhook_hash: SecretString::from(WEBHOOK_HASH),
-        });
-    })
-    .await
-}
-
-fn success(data: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .set_body_json(json!({"status": "success", "message": "ok", "data": data}))
-}
-
-async fn count(app: &TestApp, query: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
-    let n: N = diesel::sql_query(query)
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    n.n
+    TestApp::start_with(move |c| use_flutterwave(c, &uri, SECRET, WEBHOOK_HASH)).await
 }
 
 /// A payment of `minor` kobo into the organization's wallet through Flutterwave (transaction
@@ -80,21 +55,14 @@ async fn card_paid_into(
     tx: u64,
     minor: i64,
 ) -> i64 {
-    Mock::given(method("POST"))
-        .and(path("/v3/payments"))
-        .respond_with(success(
-            json!({"link": "https://checkout.flutterwave.com/v3/hosted/pay/x"}),
-        ))
-        .mount(server)
-        .await;
-    let r = app
-        .post(
-            "/api/v1/payments/flutterwave",
-            &b.finance,
-            json!({"wallet_id": wallet, "amount": minor, "currency": "NGN",
-                   "redirect_url": "https://ops.example/paid"}),
-        )
-        .await;
+    mount_initialise(server, SECRET).await;
+    let r = post_payment(
+        app,
+        &b.finance,
+        json!({"wallet_id": wallet, "amount": minor, "currency": "NGN",
+               "redirect_url": "https://ops.example/paid"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let reference = r.body["reference"].as_str().unwrap().to_owned();
     let order = r.body["order_id"].as_i64().unwrap();
@@ -102,12 +70,7 @@ async fn card_paid_into(
     Mock::given(method("GET"))
         .and(path("/v3/transactions/verify_by_reference"))
         .and(query_param("tx_ref", reference.as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            format!(
-                r#"{{"status":"success","message":"ok","data":{{"id":{tx},"tx_ref":"{reference}","amount":{major},"currency":"NGN","status":"successful","payment_type":"card"}}}}"#
-            ),
-            "application/json",
-        ))
+        .respond_with(transaction(tx, &reference, &major, "NGN"))
         .mount(server)
         .await;
     let v = app
@@ -168,22 +131,85 @@ fn impatient_over(
     server: &MockServer,
     policy: RefundPolicy,
 ) -> ProviderRefundService {
-    let gateway = flutterwave::FlutterwaveGateway::new(
-        url::Url::parse(&server.uri()).unwrap(),
-        Some(payments::ProviderCredentials {
-            public_key: None,
-            secret_key: SecretString::from(SECRET),
-            webhook_hash: None,
-        }),
-        reqwest::Client::new(),
-    )
-    .with_timeout(Duration::from_millis(300));
+    let gateway = impatient_gateway(server, SECRET);
     ProviderRefundService::new(
         store,
         payments::MoneyService::new(Arc::new(app.app.db.clone())),
     )
     .with_gateway(Arc::new(gateway))
     .with_policy(policy)
+}
+
+/// Flutterwave's call that refunds payment `tx`.
+fn refund_post(tx: u64) -> MockBuilder {
+    Mock::given(method("POST")).and(path(format!("/v3/transactions/{tx}/refund")))
+}
+
+/// Flutterwave accepts refunding ₦100 of payment `tx` (once) as the pending refund `refund_id`.
+async fn mount_refund_sent(server: &MockServer, tx: u64, refund_id: u64) {
+    refund_post(tx)
+        .respond_with(success(refund_answer(refund_id, tx, 100.0, "pending")))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// Flutterwave answers reading back refund `refund_id` (of ₦100 of payment `tx`) `times` times:
+/// it is `status`.
+async fn mount_read_back(server: &MockServer, refund_id: u64, tx: u64, status: &str, times: u64) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v3/refunds/{refund_id}")))
+        .respond_with(success(refund_answer(refund_id, tx, 100.0, status)))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// Flutterwave answers listing the refunds of payment `tx` `times` times: `refunds`.
+async fn mount_refunds_of(server: &MockServer, tx: u64, refunds: Value, times: u64) {
+    Mock::given(method("GET"))
+        .and(path("/v3/refunds"))
+        .and(query_param("id", tx.to_string()))
+        .respond_with(success(refunds))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// Refunds `paid` and works its provider refund with a worker that gives up after two
+/// attempts, 2 h apart, each left unanswered: the provider refund then (FAILED, if the worker
+/// gives up as it should).
+async fn refund_after_two_failed_attempts(
+    app: &TestApp,
+    server: &MockServer,
+    b: &Books,
+    paid: i64,
+) -> Value {
+    let reversal = refund(app, b, paid).await;
+    let policy = RefundPolicy {
+        max_attempts: 2,
+        ..RefundPolicy::default()
+    };
+    let service = impatient(app, server, policy);
+    let mut at = Utc::now();
+    for _ in 0..2 {
+        assert_eq!(pass(&service, at).await.retried, 1);
+        at += chrono::Duration::hours(2);
+    }
+    assert_eq!(pass(&service, at).await.failed, 1);
+    provider_refund(app, &b.finance, reversal).await.1
+}
+
+/// How many `action` audit events order `order` has.
+async fn audited(app: &TestApp, order: i64, action: &str) -> i64 {
+    count(
+        app,
+        &format!(
+            "SELECT count(*) AS n FROM audit_events WHERE resource_id = {order}
+             AND action = '{action}'"
+        ),
+    )
+    .await
 }
 
 #[actix_web::test]
@@ -193,8 +219,7 @@ async fn a_card_payment_refund_is_sent_once_and_completed_after_read_back() {
     let b = books(&app, "CardRefund").await;
     let paid = card_paid_order(&app, &server, &b, 7001, 10_000).await;
     assert_eq!(balance(&app, b.org_wallet).await, 10_000);
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7001/refund"))
+    refund_post(7001)
         .and(body_json(
             json!({"amount": 100.0, "comments": "Refund of a reversed order"}),
         ))
@@ -202,12 +227,7 @@ async fn a_card_payment_refund_is_sent_once_and_completed_after_read_back() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/880001"))
-        .respond_with(success(refund_answer(880001, 7001, 100.0, "completed")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_read_back(&server, 880001, 7001, "completed", 1).await;
 
     let reversal = refund(&app, &b, paid).await;
     // The ledger moved the money back to Flutterwave's system wallet at once ...
@@ -247,17 +267,7 @@ async fn a_card_payment_refund_is_sent_once_and_completed_after_read_back() {
         RefundReport::default()
     );
     // Every status change is audited on the reversing order.
-    assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) AS n FROM audit_events WHERE resource_type = 'order'
-                 AND resource_id = {reversal} AND action LIKE 'provider_refund.%'"
-            )
-        )
-        .await,
-        3
-    );
+    assert_eq!(audits(&app, reversal).await, 3);
     let (sound, report) = verify(&app).await;
     assert!(sound, "{report}");
 }
@@ -269,8 +279,7 @@ async fn a_timed_out_refund_is_read_back_and_never_sent_twice() {
     let b = books(&app, "Timeout").await;
     let paid = card_paid_order(&app, &server, &b, 7002, 10_000).await;
     // Flutterwave does the refund but answers after the client gave up.
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7002/refund"))
+    refund_post(7002)
         .respond_with(
             success(refund_answer(880002, 7002, 100.0, "pending"))
                 .set_delay(Duration::from_secs(2)),
@@ -278,21 +287,9 @@ async fn a_timed_out_refund_is_read_back_and_never_sent_twice() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds"))
-        .and(query_param("id", "7002"))
-        .respond_with(success(json!([refund_answer(
-            880002, 7002, 100.0, "pending"
-        )])))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/880002"))
-        .respond_with(success(refund_answer(880002, 7002, 100.0, "completed")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let found = refund_answer(880002, 7002, 100.0, "pending");
+    mount_refunds_of(&server, 7002, json!([found]), 1).await;
+    mount_read_back(&server, 880002, 7002, "completed", 1).await;
     let reversal = refund(&app, &b, paid).await;
     let service = impatient(&app, &server, RefundPolicy::default());
     let now = Utc::now();
@@ -329,16 +326,14 @@ async fn an_outage_is_retried_after_a_read_back_and_refused_refunds_fail_visibly
     let b = books(&app, "Outage").await;
     let paid = card_paid_order(&app, &server, &b, 7003, 25_050).await;
     let refused = card_paid_order(&app, &server, &b, 7004, 5_000).await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7003/refund"))
+    refund_post(7003)
         .respond_with(ResponseTemplate::new(500))
         .up_to_n_times(1)
         .with_priority(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7003/refund"))
+    refund_post(7003)
         .and(body_json(
             json!({"amount": 250.5, "comments": "Refund of a reversed order"}),
         ))
@@ -346,15 +341,8 @@ async fn an_outage_is_retried_after_a_read_back_and_refused_refunds_fail_visibly
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds"))
-        .and(query_param("id", "7003"))
-        .respond_with(success(json!([])))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7004/refund"))
+    mount_refunds_of(&server, 7003, json!([]), 1).await;
+    refund_post(7004)
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
             "status": "error", "message": "Refund window has elapsed for this transaction",
             "data": null
@@ -390,17 +378,7 @@ async fn an_outage_is_retried_after_a_read_back_and_refused_refunds_fail_visibly
         .get(&format!("/api/v1/orders/{second}"), &b.finance)
         .await;
     assert_eq!(order.body["status"], "COMPLETED");
-    assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {second}
-                 AND action = 'provider_refund.failed'"
-            )
-        )
-        .await,
-        1
-    );
+    assert_eq!(audited(&app, second, "provider_refund.failed").await, 1);
 
     // After the backoff: read back (nothing there: a 500 did nothing), sent once more.
     let report = pass(&service, now + chrono::Duration::minutes(1)).await;
@@ -418,32 +396,13 @@ async fn a_refund_the_provider_never_answers_fails_after_the_capped_attempts() {
     let app = start(&server).await;
     let b = books(&app, "NoAnswer").await;
     let paid = card_paid_order(&app, &server, &b, 7005, 10_000).await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7005/refund"))
+    refund_post(7005)
         .respond_with(ResponseTemplate::new(503))
         .expect(2)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds"))
-        .and(query_param("id", "7005"))
-        .respond_with(success(json!([])))
-        .expect(2)
-        .mount(&server)
-        .await;
-    let reversal = refund(&app, &b, paid).await;
-    let policy = RefundPolicy {
-        max_attempts: 2,
-        ..RefundPolicy::default()
-    };
-    let service = impatient(&app, &server, policy);
-    let mut at = Utc::now();
-    for _ in 0..2 {
-        assert_eq!(pass(&service, at).await.retried, 1);
-        at += chrono::Duration::hours(2);
-    }
-    assert_eq!(pass(&service, at).await.failed, 1);
-    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    mount_refunds_of(&server, 7005, json!([]), 2).await;
+    let body = refund_after_two_failed_attempts(&app, &server, &b, paid).await;
     assert_eq!(body["status"], "FAILED");
     let reason = body["failure_reason"].as_str().unwrap();
     assert!(reason.contains("did not answer 2 attempts"), "{reason}");
@@ -529,12 +488,7 @@ async fn racing_workers_send_a_refund_once() {
     let app = start(&server).await;
     let b = books(&app, "Race").await;
     let paid = card_paid_order(&app, &server, &b, 7007, 10_000).await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7007/refund"))
-        .respond_with(success(refund_answer(880007, 7007, 100.0, "pending")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refund_sent(&server, 7007, 880007).await;
     let reversal = refund(&app, &b, paid).await;
     let service = app.app.state.services.provider_refunds.clone();
     let now = Utc::now();
@@ -650,8 +604,7 @@ async fn stalled_worker_sends_nothing(tx: u64, rival_times_out: bool) {
     let paid = card_paid_order(&app, &server, &b, tx, 10_000).await;
     let refund_id = 880_000 + tx;
     let answer = success(refund_answer(refund_id, tx, 100.0, "pending"));
-    Mock::given(method("POST"))
-        .and(path(format!("/v3/transactions/{tx}/refund")))
+    refund_post(tx)
         .respond_with(match rival_times_out {
             true => answer.set_delay(Duration::from_secs(1)),
             false => answer,
@@ -660,13 +613,7 @@ async fn stalled_worker_sends_nothing(tx: u64, rival_times_out: bool) {
         .mount(&server)
         .await;
     // B's claim is the second: it reads back first and finds nothing sent.
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds"))
-        .and(query_param("id", tx.to_string()))
-        .respond_with(success(json!([])))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refunds_of(&server, tx, json!([]), 1).await;
     let reversal = refund(&app, &b, paid).await;
     let stalled = Arc::new(StalledClaim {
         db: app.app.db.clone(),
@@ -751,12 +698,7 @@ async fn refunding_an_undelivered_card_paid_purchase_refunds_the_card() {
         &format!("SELECT id AS n FROM meter_purchases WHERE order_id = {paid}"),
     )
     .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7008/refund"))
-        .respond_with(success(refund_answer(880008, 7008, 100.0, "pending")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_refund_sent(&server, 7008, 880008).await;
     let r = app
         .post(
             &format!("/api/v1/purchases/{purchase}/refund"),
@@ -783,8 +725,7 @@ async fn a_refund_that_cannot_be_read_back_is_never_resent_and_fails_for_an_oper
     let app = start(&server).await;
     let b = books(&app, "Unknowable").await;
     let paid = card_paid_order(&app, &server, &b, 7009, 10_000).await;
-    Mock::given(method("POST"))
-        .and(path("/v3/transactions/7009/refund"))
+    refund_post(7009)
         .respond_with(ResponseTemplate::new(502))
         .expect(1)
         .mount(&server)
@@ -795,19 +736,7 @@ async fn a_refund_that_cannot_be_read_back_is_never_resent_and_fails_for_an_oper
         .expect(2)
         .mount(&server)
         .await;
-    let reversal = refund(&app, &b, paid).await;
-    let policy = RefundPolicy {
-        max_attempts: 2,
-        ..RefundPolicy::default()
-    };
-    let service = impatient(&app, &server, policy);
-    let mut at = Utc::now();
-    for _ in 0..2 {
-        assert_eq!(pass(&service, at).await.retried, 1);
-        at += chrono::Duration::hours(2);
-    }
-    assert_eq!(pass(&service, at).await.failed, 1);
-    let (_, body) = provider_refund(&app, &b.finance, reversal).await;
+    let body = refund_after_two_failed_attempts(&app, &server, &b, paid).await;
     assert_eq!(body["status"], "FAILED");
     let reason = body["failure_reason"].as_str().unwrap();
     assert!(reason.contains("unknown"), "{reason}");
@@ -815,33 +744,8 @@ async fn a_refund_that_cannot_be_read_back_is_never_resent_and_fails_for_an_oper
 
 /// Delivers a Flutterwave webhook with `verif-hash` (`None`: unsigned).
 async fn refund_webhook(app: &TestApp, body: &Value, verif_hash: Option<&str>) -> Reply {
-    let mut req = TestRequest::post()
-        .uri("/api/v1/integrations/flutterwave/webhook")
-        .insert_header(("content-type", "application/json"))
-        .set_payload(body.to_string());
-    if let Some(h) = verif_hash {
-        req = req.insert_header(("verif-hash", h));
-    }
-    app.send(req.to_request()).await
-}
-
-/// Runs the inbox worker until the inbox is empty.
-async fn drain_inbox(app: &TestApp) {
-    loop {
-        let n = tiamat::inbox_worker::run_once_with_payments(
-            app.app.state.inbox.as_ref(),
-            &app.app.db,
-            None,
-            Some(&app.app.state.checkout),
-            Some(&app.app.state.services.payouts),
-            Some(&app.app.state.services.provider_refunds),
-        )
-        .await
-        .expect("inbox worker");
-        if n == 0 {
-            break;
-        }
-    }
+    let headers: Vec<(&str, &str)> = verif_hash.map(|h| ("verif-hash", h)).into_iter().collect();
+    post_webhook(app, WEBHOOK, &body.to_string(), &headers).await
 }
 
 /// A card payment `tx` refunded and its provider refund SENT as `refund_id`: the reversal.
@@ -853,12 +757,7 @@ async fn sent_refund(
     refund_id: u64,
 ) -> i64 {
     let paid = card_paid_order(app, server, b, tx, 10_000).await;
-    Mock::given(method("POST"))
-        .and(path(format!("/v3/transactions/{tx}/refund")))
-        .respond_with(success(refund_answer(refund_id, tx, 100.0, "pending")))
-        .expect(1)
-        .mount(server)
-        .await;
+    mount_refund_sent(server, tx, refund_id).await;
     let reversal = refund(app, b, paid).await;
     let service = app.app.state.services.provider_refunds.clone();
     assert_eq!(pass(&service, Utc::now()).await.sent, 1);
@@ -894,12 +793,7 @@ async fn a_refund_webhook_completes_a_sent_refund_at_once_from_the_read_back_and
     let reversal = sent_refund(&app, &server, &b, 7011, 880011).await;
     assert_eq!(audits(&app, reversal).await, 2);
     // Read back exactly once, though the webhook comes three times.
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/880011"))
-        .respond_with(success(refund_answer(880011, 7011, 100.0, "completed")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_read_back(&server, 880011, 7011, "completed", 1).await;
     let event = json!({"event": "refund.completed",
                        "data": {"id": 880011, "tx_id": 7011, "amount_refunded": 100,
                                 "currency": "NGN", "status": "completed"}});
@@ -915,14 +809,7 @@ async fn a_refund_webhook_completes_a_sent_refund_at_once_from_the_read_back_and
     assert_eq!(body["next_attempt_at"], Value::Null);
     assert_eq!(audits(&app, reversal).await, 3);
     assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {reversal}
-                 AND action = 'provider_refund.completed'"
-            )
-        )
-        .await,
+        audited(&app, reversal, "provider_refund.completed").await,
         1
     );
     assert_eq!(unprocessed_events(&app).await, 0);
@@ -962,12 +849,7 @@ async fn a_refund_webhook_body_is_not_trusted_the_provider_api_decides() {
     let app = start(&server).await;
     let b = books(&app, "RefundHookFailed").await;
     let reversal = sent_refund(&app, &server, &b, 7012, 880012).await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/880012"))
-        .respond_with(success(refund_answer(880012, 7012, 100.0, "failed")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_read_back(&server, 880012, 7012, "failed", 1).await;
     // No refund id in the body: found by the payment and the amount.
     let event = json!({"event": "refund.completed",
                        "data": {"transaction_id": 7012, "amount": "100.00",
@@ -984,17 +866,7 @@ async fn a_refund_webhook_body_is_not_trusted_the_provider_api_decides() {
             .contains("Flutterwave reports the refund failed"),
         "{body:?}"
     );
-    assert_eq!(
-        count(
-            &app,
-            &format!(
-                "SELECT count(*) AS n FROM audit_events WHERE resource_id = {reversal}
-                 AND action = 'provider_refund.failed'"
-            )
-        )
-        .await,
-        1
-    );
+    assert_eq!(audited(&app, reversal, "provider_refund.failed").await, 1);
     // The ledger's reversal stands (an operator settles a failed provider refund).
     let order = app
         .get(&format!("/api/v1/orders/{reversal}"), &b.finance)
@@ -1008,19 +880,9 @@ async fn unknown_refunds_forged_webhooks_and_pending_read_backs_change_nothing()
     let app = start(&server).await;
     let b = books(&app, "RefundHookUnknown").await;
     let reversal = sent_refund(&app, &server, &b, 7013, 880013).await;
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/880013"))
-        .respond_with(success(refund_answer(880013, 7013, 100.0, "pending")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_read_back(&server, 880013, 7013, "pending", 1).await;
     // An unknown refund id is never read back.
-    Mock::given(method("GET"))
-        .and(path("/v3/refunds/999999"))
-        .respond_with(success(refund_answer(999999, 7013, 100.0, "failed")))
-        .expect(0)
-        .mount(&server)
-        .await;
+    mount_read_back(&server, 999999, 7013, "failed", 0).await;
     let before = audits(&app, reversal).await;
 
     // A forged signature is refused before anything is stored.
