@@ -5,10 +5,12 @@
 //!
 //! Credentials (predecessor ADR-003): each call names the organization whose account it is for;
 //! an organization with its own keys (from a [`CredentialSource`]) uses them, every other call
-//! uses the platform account. No configured account for a call → `Unavailable`.
+//! uses the platform account. No configured account for a call → `NotSent`.
 //!
-//! Error mapping: timeouts, connection failures, 429 and 5xx → `Unavailable` (retry later); a
-//! "no transaction found" answer or 404 → `NotFound`; other 4xx → `Refused`. The secret key never
+//! Error mapping: no connection made, credentials unreadable, 429 → `NotSent` (nothing reached or
+//! was done by the provider); timeouts, other transport failures and 5xx → `Unavailable` (the
+//! outcome is unknown); a "no transaction found" answer or 404 → `NotFound`; other 4xx →
+//! `Refused`. The secret key never
 //! reaches a log, an error message or a `Debug` output.
 
 pub mod amount;
@@ -94,7 +96,7 @@ impl FlutterwaveGateway {
                 Ok(Some(own)) => return Ok(own),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(GatewayError::Unavailable(format!(
+                    return Err(GatewayError::NotSent(format!(
                         "cannot read the organization's payment credentials: {e}"
                     )));
                 }
@@ -102,7 +104,7 @@ impl FlutterwaveGateway {
         }
         self.platform
             .clone()
-            .ok_or_else(|| GatewayError::Unavailable("no Flutterwave account is configured".into()))
+            .ok_or_else(|| GatewayError::NotSent("no Flutterwave account is configured".into()))
     }
 
     fn url(&self, path: &str) -> Result<Url, GatewayError> {
@@ -128,6 +130,7 @@ impl FlutterwaveGateway {
         let outcome = match &result {
             Ok(_) => "ok",
             Err(GatewayError::Unavailable(_)) => "unavailable",
+            Err(GatewayError::NotSent(_)) => "not_sent",
             Err(GatewayError::NotFound) => "not_found",
             Err(GatewayError::Refused(_)) => "refused",
         };
@@ -171,7 +174,12 @@ impl FlutterwaveGateway {
             .and_then(|e| e.message.clone())
             .map(|m| clean_message(&m, credentials))
             .unwrap_or_default();
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(GatewayError::NotSent(
+                "Flutterwave is rate limiting (HTTP 429)".into(),
+            ));
+        }
+        if status.is_server_error() {
             return Err(GatewayError::Unavailable(format!(
                 "Flutterwave answered HTTP {}",
                 status.as_u16()
@@ -356,10 +364,12 @@ fn clean_message(message: &str, credentials: &ProviderCredentials) -> String {
 }
 
 fn transport_error(err: reqwest::Error) -> GatewayError {
+    // A failed connect sent nothing; anything later may have reached the provider.
+    if err.is_connect() {
+        return GatewayError::NotSent("Flutterwave: cannot connect".into());
+    }
     let what = if err.is_timeout() {
         "timed out"
-    } else if err.is_connect() {
-        "cannot connect"
     } else {
         "request failed"
     };

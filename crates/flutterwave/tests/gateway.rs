@@ -233,7 +233,7 @@ async fn verify_by_reference_queries_tx_ref_and_checks_it() {
 }
 
 #[tokio::test]
-async fn errors_map_to_unavailable_refused_and_not_found() {
+async fn errors_map_to_unavailable_not_sent_refused_and_not_found() {
     let server = MockServer::start().await;
     for (id, status) in [
         ("500", 500),
@@ -267,7 +267,7 @@ async fn errors_map_to_unavailable_refused_and_not_found() {
         .mount(&server)
         .await;
     let g = gateway(&server).with_timeout(Duration::from_millis(300));
-    for id in ["500", "503", "429", "88", "99"] {
+    for id in ["500", "503", "88", "99"] {
         assert!(
             matches!(
                 g.verify_by_id(None, id).await,
@@ -276,6 +276,11 @@ async fn errors_map_to_unavailable_refused_and_not_found() {
             "{id}"
         );
     }
+    // Rate limited: turned away before anything was done.
+    assert!(matches!(
+        g.verify_by_id(None, "429").await,
+        Err(GatewayError::NotSent(_))
+    ));
     for id in ["404", "77"] {
         assert_eq!(
             g.verify_by_id(None, id).await,
@@ -291,7 +296,7 @@ async fn errors_map_to_unavailable_refused_and_not_found() {
             other => panic!("{id}: {other:?}"),
         }
     }
-    // Nothing listening.
+    // Nothing listening: no connection, so nothing was sent.
     let closed = FlutterwaveGateway::new(
         Url::parse("http://127.0.0.1:9").unwrap(),
         Some(creds(PLATFORM_KEY)),
@@ -299,7 +304,7 @@ async fn errors_map_to_unavailable_refused_and_not_found() {
     );
     assert!(matches!(
         closed.verify_by_id(None, "1").await,
-        Err(GatewayError::Unavailable(_))
+        Err(GatewayError::NotSent(_))
     ));
 }
 
@@ -393,7 +398,7 @@ async fn an_organization_with_its_own_account_uses_it_and_others_fall_back_to_th
 }
 
 #[tokio::test]
-async fn without_any_account_calls_are_unavailable_and_debug_hides_secrets() {
+async fn without_any_account_calls_are_not_sent_and_debug_hides_secrets() {
     let server = MockServer::start().await;
     let g = FlutterwaveGateway::new(
         Url::parse(&server.uri()).unwrap(),
@@ -402,8 +407,15 @@ async fn without_any_account_calls_are_unavailable_and_debug_hides_secrets() {
     );
     assert!(matches!(
         g.verify_by_id(None, "1").await,
-        Err(GatewayError::Unavailable(_))
+        Err(GatewayError::NotSent(_))
     ));
+    assert!(
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
     let dbg = format!("{:?} {:?}", gateway(&server), creds(PLATFORM_KEY));
     assert!(!dbg.contains(PLATFORM_KEY), "{dbg}");
 }

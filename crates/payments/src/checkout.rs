@@ -142,7 +142,7 @@ pub struct CheckoutService {
 
 fn gateway_error(e: GatewayError) -> DomainError {
     match e {
-        GatewayError::Unavailable(m) => DomainError::Unavailable(m),
+        GatewayError::Unavailable(m) | GatewayError::NotSent(m) => DomainError::Unavailable(m),
         GatewayError::Refused(m) => {
             DomainError::Conflict(format!("the payment provider refused: {m}"))
         }

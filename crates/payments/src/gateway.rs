@@ -98,6 +98,11 @@ pub enum GatewayError {
     /// transfer, a refund) it may have been done anyway: read back before sending again.
     #[error("payment provider unavailable: {0}")]
     Unavailable(String),
+    /// The request never reached the provider (no connection could be made, no account is
+    /// configured) or the provider turned it away unprocessed (rate limit): nothing was done,
+    /// so a transfer or refund may be sent again without reading it back first.
+    #[error("payment provider not reached: {0}")]
+    NotSent(String),
     /// The provider refused (bad credentials, invalid request, unknown transaction).
     #[error("payment provider refused: {0}")]
     Refused(String),
@@ -109,7 +114,7 @@ pub enum GatewayError {
 impl From<GatewayError> for DomainError {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::Unavailable(m) => DomainError::Unavailable(m),
+            GatewayError::Unavailable(m) | GatewayError::NotSent(m) => DomainError::Unavailable(m),
             GatewayError::Refused(m) => DomainError::Conflict(m),
             GatewayError::NotFound => DomainError::NotFound("payment"),
         }

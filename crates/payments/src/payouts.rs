@@ -869,8 +869,9 @@ impl PayoutService {
                     )
                     .await?;
             }
-            // Refused as not found: nothing was made; the same reference is used again.
-            Err(e @ GatewayError::NotFound) => {
+            // Refused as not found, or never reached the provider: nothing was made; the money
+            // goes back at once and the same reference is used again.
+            Err(e @ (GatewayError::NotFound | GatewayError::NotSent(_))) => {
                 self.repo
                     .settle_transfer(&reference, None, TransferOutcome::NotSent(e.to_string()))
                     .await?;
@@ -1250,6 +1251,24 @@ mod tests {
         let service = service_with(repo, Err(GatewayError::NotFound));
         let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
         assert!(matches!(e, DomainError::Unavailable(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_that_never_reached_the_provider_puts_the_payout_back_to_approved() {
+        let mut repo = claimed_repo();
+        repo.expect_settle_transfer()
+            .withf(|r, _, o| r == "tiamat-payout-4-1" && matches!(o, TransferOutcome::NotSent(_)))
+            .times(1)
+            .returning(|_, _, _| Ok(Some(PayoutId(4))));
+        let service = service_with(
+            repo,
+            Err(GatewayError::NotSent("Flutterwave: cannot connect".into())),
+        );
+        let e = service.pay(&finance(), PayoutId(4)).await.unwrap_err();
+        assert!(
+            matches!(e, DomainError::Unavailable(ref m) if m.contains("not reached")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -518,7 +518,10 @@ impl ProviderRefundService {
             Err(GatewayError::NotFound) => RefundOutcome::Failed {
                 reason: format!("the provider knows no payment {tx}"),
             },
-            Err(e @ GatewayError::Unavailable(_)) => self.unanswered(refund, &e, now),
+            // Not sent is retried like no answer: the read-back before a resend costs one call.
+            Err(e @ (GatewayError::Unavailable(_) | GatewayError::NotSent(_))) => {
+                self.unanswered(refund, &e, now)
+            }
         };
         Ok(Some(outcome))
     }
