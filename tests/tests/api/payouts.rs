@@ -106,6 +106,17 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
     assert_eq!(balance(&app, b.org_wallet).await, 215_000);
     assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider_before);
 
+    // Rate limited (429): turned away unprocessed, so the same at once: APPROVED, money back,
+    // same reference, and no hour of waiting for a read-back.
+    transfer_answers(&fw, 429, json!({"status": "error", "message": "slow down"})).await;
+    let r = pay(&app, &b.finance, &one).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "APPROVED", "{:?}", r.body);
+    assert_eq!(r.body["transfer_reference"], first_reference);
+    assert_eq!(balance(&app, b.org_wallet).await, 215_000);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider_before);
+
     // Paid: the same reference (the provider deduplicates), ₦2,150.00 to the account.
     Mock::given(method("POST"))
         .and(path("/v3/transfers"))
@@ -164,6 +175,8 @@ async fn a_month_is_drafted_approved_and_paid_by_transfer() {
         kinds(&statement(&app, b.org_wallet).await),
         vec![
             json!("TRANSFER"),
+            json!("PAYOUT"),
+            json!("PAYOUT_REVERSAL"),
             json!("PAYOUT"),
             json!("PAYOUT_REVERSAL"),
             json!("PAYOUT")
