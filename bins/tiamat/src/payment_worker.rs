@@ -9,9 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use flutterwave::webhook::{self, WebhookEvent};
 use grids::telemetry::ClaimedEvent;
-use payments::ProviderStatus;
 use payments::checkout::CheckoutService;
-use payments::payouts::PayoutService;
+use payments::payouts::{PayoutService, TransferWebhook};
 use payments::refunds::{NoticeOutcome, ProviderRefundService, RefundNotice};
 
 /// What became of one Flutterwave event (recorded on its inbox row); `Err` retries it later.
@@ -32,42 +31,35 @@ pub async fn handle(
             .on_charge_completed(&transaction_id, tx_ref.as_deref())
             .await
             .map_err(|err| err.to_string()),
-        WebhookEvent::TransferCompleted { transfer_id, .. } => {
+        WebhookEvent::TransferCompleted {
+            transfer_id,
+            reference,
+            ..
+        } => {
             let Some(payouts) = payouts else {
                 return Ok(format!("transfer {transfer_id}: no payouts here; recorded"));
             };
-            // The body only names the transfer: its outcome is read back from the provider.
-            let Some(transfer) = checkout
-                .verify_transfer(&transfer_id)
-                .await
-                .map_err(|err| err.to_string())?
-            else {
-                return Ok(format!("transfer {transfer_id} is unknown to the provider"));
-            };
-            let succeeded = match transfer.status {
-                ProviderStatus::Successful => true,
-                ProviderStatus::Failed => false,
-                // Not final yet at the provider: look again later.
-                ProviderStatus::Pending => {
-                    return Err(format!("transfer {transfer_id} is still pending"));
-                }
-            };
-            let payout = payouts
-                .transfer_outcome(
-                    &transfer.reference,
-                    Some(transfer.provider_id.clone()),
-                    succeeded,
-                    transfer.failure_reason.clone(),
-                )
+            // The body only names the transfer: its outcome is read back from the provider,
+            // with the account of the organization whose payout it is.
+            let done = payouts
+                .on_transfer_webhook(&transfer_id, reference.as_deref())
                 .await
                 .map_err(|err| err.to_string())?;
-            Ok(match payout {
-                Some(p) => format!(
-                    "payout {p}: transfer {} {}",
-                    transfer.provider_id,
+            Ok(match done {
+                TransferWebhook::NoPayout => {
+                    format!("transfer {transfer_id} is for no PROCESSING payout of ours")
+                }
+                TransferWebhook::UnknownAtProvider { payout } => format!(
+                    "payout {payout}: transfer {transfer_id} is unknown to the provider; \
+                     the periodic read-back decides"
+                ),
+                TransferWebhook::Settled { payout, succeeded } => format!(
+                    "payout {payout}: transfer {transfer_id} {}",
                     if succeeded { "succeeded" } else { "failed" }
                 ),
-                None => format!("transfer {transfer_id} is for no payout of ours"),
+                TransferWebhook::AlreadySettled { payout } => {
+                    format!("payout {payout}: already settled")
+                }
             })
         }
         WebhookEvent::RefundCompleted {

@@ -567,19 +567,6 @@ impl CheckoutService {
         })
     }
 
-    /// The webhook worker: a `transfer.completed` names a payout transfer; it is read back from
-    /// the provider (the platform account, which makes payouts). `None`: unknown there.
-    pub async fn verify_transfer(
-        &self,
-        transfer_id: &str,
-    ) -> Result<Option<crate::VerifiedTransfer>, DomainError> {
-        match self.gateway()?.verify_transfer(None, transfer_id).await {
-            Ok(t) => Ok(Some(t)),
-            Err(GatewayError::NotFound) => Ok(None),
-            Err(e) => Err(gateway_error(e)),
-        }
-    }
-
     /// The sweeper: INITIALISED payments older than `older_than` become TIMED_OUT (a late
     /// verification may still complete them).
     pub async fn time_out_abandoned(

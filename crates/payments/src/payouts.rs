@@ -592,6 +592,13 @@ pub trait PayoutRepo: Send + Sync {
     /// PROCESSING payouts, least recently changed first (their transfers' outcomes are read
     /// back by [`PayoutService::read_back_transfers`]).
     async fn processing(&self, limit: i64) -> Result<Vec<Payout>, DomainError>;
+    /// The PROCESSING payout whose transfer the provider accepted as `provider_id`, else the
+    /// one whose transfer has our `reference`.
+    async fn processing_transfer<'a>(
+        &self,
+        provider_id: &str,
+        reference: Option<&'a str>,
+    ) -> Result<Option<Payout>, DomainError>;
     /// Records the provider's id of the transfer `reference` (still PROCESSING).
     async fn transfer_accepted(
         &self,
@@ -609,6 +616,19 @@ pub trait PayoutRepo: Send + Sync {
         provider_id: Option<String>,
         outcome: TransferOutcome,
     ) -> Result<Option<PayoutId>, DomainError>;
+}
+
+/// What a transfer webhook did (see [`PayoutService::on_transfer_webhook`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferWebhook {
+    /// No PROCESSING payout has that transfer: not ours, or already settled.
+    NoPayout,
+    /// The provider does not know the transfer (the periodic read-back decides later).
+    UnknownAtProvider { payout: PayoutId },
+    /// The payout is PAID (`succeeded`) or FAILED with its money back.
+    Settled { payout: PayoutId, succeeded: bool },
+    /// Another settlement got there first; nothing changed.
+    AlreadySettled { payout: PayoutId },
 }
 
 /// PROCESSING payouts read back per pass (the oldest first; the rest wait for the next pass).
@@ -982,6 +1002,76 @@ impl PayoutService {
 
     /// The provider's word on a transfer (its webhook, e.g. Flutterwave `transfer.completed`):
     /// `reference` is ours. Idempotent: a repeated or stale outcome changes nothing.
+    /// A transfer webhook (`transfer.completed`) names the provider's `transfer_id` and claims
+    /// our `reference`: the PROCESSING payout it belongs to is found (by the transfer id it was
+    /// accepted with, else by the reference), and the transfer is read back with that payout's
+    /// organization's account (its own when it has one; the platform's otherwise), since that
+    /// account made it. The read-back decides, never the webhook body, and it must name the
+    /// payout's reference. Still pending at the provider → `Unavailable` (the event is retried).
+    pub async fn on_transfer_webhook(
+        &self,
+        transfer_id: &str,
+        reference: Option<&str>,
+    ) -> Result<TransferWebhook, DomainError> {
+        let Some(payout) = self
+            .repo
+            .processing_transfer(transfer_id, reference)
+            .await?
+        else {
+            return Ok(TransferWebhook::NoPayout);
+        };
+        let gateway = self
+            .gateway
+            .as_ref()
+            .ok_or_else(|| DomainError::Unavailable("no payment provider is configured".into()))?;
+        let Some(ours) = payout.transfer_reference.clone() else {
+            return Ok(TransferWebhook::NoPayout);
+        };
+        let transfer = match gateway
+            .verify_transfer(Some(payout.organization_id), transfer_id)
+            .await
+        {
+            Ok(t) => t,
+            Err(GatewayError::NotFound) => {
+                return Ok(TransferWebhook::UnknownAtProvider { payout: payout.id });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if transfer.reference != ours {
+            return Err(DomainError::Conflict(format!(
+                "transfer {transfer_id} has reference {:?}, payout {} expects {ours:?}",
+                transfer.reference, payout.id
+            )));
+        }
+        let outcome = match transfer.status {
+            ProviderStatus::Successful => TransferOutcome::Succeeded,
+            ProviderStatus::Failed => TransferOutcome::Failed(
+                transfer
+                    .failure_reason
+                    .unwrap_or_else(|| "the provider failed the transfer".into()),
+            ),
+            ProviderStatus::Pending => {
+                return Err(DomainError::Unavailable(format!(
+                    "transfer {transfer_id} is still pending at the provider"
+                )));
+            }
+        };
+        let succeeded = outcome == TransferOutcome::Succeeded;
+        Ok(
+            match self
+                .repo
+                .settle_transfer(&ours, Some(transfer.provider_id), outcome)
+                .await?
+            {
+                Some(id) => TransferWebhook::Settled {
+                    payout: id,
+                    succeeded,
+                },
+                None => TransferWebhook::AlreadySettled { payout: payout.id },
+            },
+        )
+    }
+
     pub async fn transfer_outcome(
         &self,
         reference: &str,
@@ -1003,7 +1093,7 @@ impl PayoutService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::TransferResult;
+    use crate::gateway::{MockPaymentGateway, TransferResult, VerifiedTransfer};
 
     fn ngn() -> Currency {
         Currency::parse("NGN").unwrap()
@@ -1268,6 +1358,101 @@ mod tests {
         assert!(
             matches!(e, DomainError::Unavailable(ref m) if m.contains("not reached")),
             "{e:?}"
+        );
+    }
+
+    fn processing() -> Payout {
+        Payout {
+            status: PayoutStatus::Processing,
+            transfer_reference: Some("tiamat-payout-4-1".into()),
+            provider_transfer_id: Some("77".into()),
+            organization_id: OrganizationId(9),
+            ..approved()
+        }
+    }
+
+    /// The provider reads transfer 77 back, for organization 9's account only.
+    fn reading_back(answer: Result<VerifiedTransfer, GatewayError>) -> MockPaymentGateway {
+        let mut gateway = MockPaymentGateway::new();
+        gateway
+            .expect_verify_transfer()
+            .withf(|org, id| *org == Some(OrganizationId(9)) && id == "77")
+            .times(1)
+            .return_once(move |_, _| answer);
+        gateway
+    }
+
+    fn transfer(reference: &str, status: ProviderStatus) -> VerifiedTransfer {
+        VerifiedTransfer {
+            provider_id: "77".into(),
+            reference: reference.into(),
+            status,
+            failure_reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transfer_webhook_is_read_back_with_the_payouts_organization_account() {
+        let mut repo = MockPayoutRepo::new();
+        repo.expect_processing_transfer()
+            .withf(|id, r| id == "77" && *r == Some("claimed-ref"))
+            .returning(|_, _| Ok(Some(processing())));
+        repo.expect_settle_transfer()
+            .withf(|r, id, o| {
+                r == "tiamat-payout-4-1"
+                    && id.as_deref() == Some("77")
+                    && *o == TransferOutcome::Succeeded
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(Some(PayoutId(4))));
+        let gateway = reading_back(Ok(transfer(
+            "tiamat-payout-4-1",
+            ProviderStatus::Successful,
+        )));
+        let service = PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway));
+        assert_eq!(
+            service
+                .on_transfer_webhook("77", Some("claimed-ref"))
+                .await
+                .unwrap(),
+            (TransferWebhook::Settled {
+                payout: PayoutId(4),
+                succeeded: true
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transfer_webhook_settles_nothing_on_a_doubtful_or_pending_read_back() {
+        for (answer, pending) in [
+            (transfer("someone-elses", ProviderStatus::Successful), false),
+            (transfer("tiamat-payout-4-1", ProviderStatus::Pending), true),
+        ] {
+            let mut repo = MockPayoutRepo::new();
+            repo.expect_processing_transfer()
+                .returning(|_, _| Ok(Some(processing())));
+            repo.expect_settle_transfer().never();
+            let service =
+                PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(reading_back(Ok(answer))));
+            let e = service.on_transfer_webhook("77", None).await.unwrap_err();
+            if pending {
+                assert!(matches!(e, DomainError::Unavailable(_)), "{e:?}");
+            } else {
+                assert!(matches!(e, DomainError::Conflict(_)), "{e:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transfer_webhook_for_no_processing_payout_reads_nothing_back() {
+        let mut repo = MockPayoutRepo::new();
+        repo.expect_processing_transfer().returning(|_, _| Ok(None));
+        let mut gateway = MockPaymentGateway::new();
+        gateway.expect_verify_transfer().never();
+        let service = PayoutService::new(Arc::new(repo)).with_gateway(Arc::new(gateway));
+        assert_eq!(
+            service.on_transfer_webhook("77", Some("x")).await.unwrap(),
+            TransferWebhook::NoPayout
         );
     }
 

@@ -615,6 +615,32 @@ impl PayoutRepo for Db {
             .collect::<Result<Vec<_>>>()?)
     }
 
+    async fn processing_transfer<'a>(
+        &self,
+        provider_id: &str,
+        reference: Option<&'a str>,
+    ) -> std::result::Result<Option<Payout>, DomainError> {
+        let mut conn = self.conn().await?;
+        let processing = || po::table.filter(po::status.eq(PayoutStatus::Processing.as_str()));
+        let mut row: Option<Row> = processing()
+            .filter(po::provider_transfer_id.eq(provider_id))
+            .select(Row::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(StoreError::from)?;
+        if let (None, Some(reference)) = (&row, reference) {
+            row = processing()
+                .filter(po::transfer_reference.eq(reference))
+                .select(Row::as_select())
+                .first(&mut conn)
+                .await
+                .optional()
+                .map_err(StoreError::from)?;
+        }
+        Ok(row.map(Payout::try_from).transpose()?)
+    }
+
     async fn transfer_accepted(
         &self,
         reference: &str,

@@ -2,6 +2,7 @@
 //! Flutterwave transfer (wiremock) and its outcome; access rules.
 
 use actix_web::http::StatusCode;
+use base64::Engine as _;
 use serde_json::{Value, json};
 use tiamat_tests::{As, Reply, TestApp};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
@@ -738,4 +739,76 @@ async fn a_timed_out_transfer_is_paid_by_its_webhook() {
     assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
     assert_eq!(r.body["provider_transfer_id"], "79");
     assert_paid_out_once(&app, &b, provider).await;
+}
+
+/// An organization with its own Flutterwave account: its payout's transfer is made with that
+/// account, and the transfer webhook (to its own webhook URL, with its own hash) is read back
+/// with that account too; the platform account knows nothing of the transfer.
+#[actix_web::test]
+async fn an_organizations_own_account_makes_and_reads_back_its_payout_transfer() {
+    const ORG_SECRET: &str = "FLWSECK_TEST-payout-organization-key";
+    const ORG_HASH: &str = "payout-organization-webhook-hash-1234";
+    let fw = flutterwave().await;
+    let base = fw.uri();
+    let app = TestApp::start_with(|cfg| {
+        use_flutterwave(cfg, &base, SECRET, WEBHOOK_HASH);
+        cfg.payments.credentials_key = Some(secrecy::SecretString::from(
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        ));
+    })
+    .await;
+    let b = books(&app, "Own account payout").await;
+    let r = app
+        .put(
+            &format!("/api/v1/organizations/{}/payment-credentials", b.org),
+            &b.finance,
+            json!({"public_key": "FLWPUBK_TEST-own", "secret_key": ORG_SECRET,
+                   "webhook_hash": ORG_HASH}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let id = draft_payout(&app, &b, "2021-06").await["id"]
+        .as_i64()
+        .unwrap();
+    let one = format!("/api/v1/payouts/{id}");
+    approve_payout(&app, &b, id, Some(30_000)).await;
+    deposit(&app, b.org_wallet, 30_000).await;
+    let provider = system_balance(&app, "FLUTTERWAVE").await;
+
+    let reference = format!("tiamat-payout-{id}-1");
+    mount_transfer_answer(
+        &fw,
+        ORG_SECRET,
+        200,
+        json!({"status": "success", "data": {"id": 191, "reference": reference, "status": "NEW"}}),
+    )
+    .await;
+    let r = pay(&app, &b.finance, &one).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "PROCESSING");
+    assert_eq!(r.body["provider_transfer_id"], "191");
+
+    // Only the organization's key can read the transfer back.
+    Mock::given(method("GET"))
+        .and(path("/v3/transfers/191"))
+        .and(header(
+            "authorization",
+            format!("Bearer {ORG_SECRET}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success",
+                "data": {"id": 191, "reference": reference, "status": "SUCCESSFUL"}})),
+        )
+        .expect(1)
+        .mount(&fw)
+        .await;
+    let body = transfer_event(191, &reference, "SUCCESSFUL");
+    let hook = format!("{WEBHOOK}/{}", b.org);
+    let r = post_webhook(&app, &hook, &body, &[("verif-hash", ORG_HASH)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    drain_inbox(&app).await;
+    let r = app.get(&one, &b.finance).await;
+    assert_eq!(r.body["status"], "PAID", "{:?}", r.body);
+    assert_eq!(balance(&app, b.org_wallet).await, 0);
+    assert_eq!(system_balance(&app, "FLUTTERWAVE").await, provider + 30_000);
 }
