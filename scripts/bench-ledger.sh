@@ -101,6 +101,9 @@ api=$("$loadgen" ledger --url "http://127.0.0.1:$port" --key "$key" --concurrenc
 kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 trap - EXIT
+# The wallets' table holds 1,000 rows; it stays a few hundred kB while old row versions are
+# pruned, and swells when something holds back the cleanup horizon (a clue when a run is slow).
+wallets_size=$(psql -tA "$bench_url" -c "SELECT pg_size_pretty(pg_relation_size('wallets'))")
 
 # The same transaction as tiamat sends it: lock both wallets in id order (reading their balances
 # for the funds check), insert the order, post the ledger transaction with both entries and the
@@ -150,4 +153,5 @@ echo "  API (POST /api/v1/orders)  $api"
 echo "  SQL only (pgbench)         $pg_tps tps   latency avg ${pg_lat:-?} ms   failed ${pg_failed:-0}"
 echo "  API / pgbench              $ratio %"
 echo "  ledger verify afterwards   $verified: $(printf '%s' "$verify" | tail -n1)"
+echo "  wallets table after the API run: $wallets_size"
 echo "  target: >= 1000 completed transfers/s through the API"
