@@ -48,7 +48,7 @@ key=$(field api_key)
 org=$(field organization_id)
 grid=$(field grid_id)
 
-# Agents with wallets, funded from the CASH system wallet by one balanced posting (so the
+# Agents with wallets, each funded from the CASH system wallet by a balanced posting (so the
 # ledger verifies before and after the run).
 say "seeding $wallets agent wallets with 1,000,000 minor units each"
 psql -q -v ON_ERROR_STOP=1 "$bench_url" <<SQL >/dev/null
@@ -65,19 +65,22 @@ SELECT 'AGENT', id, $org, 'NGN', 1000000 FROM ag;
 INSERT INTO wallets (owner_type, system_key, currency) VALUES ('SYSTEM', 'CASH', 'NGN')
     ON CONFLICT DO NOTHING;
 BEGIN;
+-- One funding order per agent, as real top-ups would be: statistics from a single giant posting
+-- (1,001 entries under one transaction id) would make the ledger tables look like one row each.
 WITH sys AS (SELECT id FROM wallets WHERE system_key = 'CASH' AND currency = 'NGN'),
-first_agent AS (SELECT min(id) AS id FROM wallets WHERE owner_type = 'AGENT'),
+ag AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM wallets WHERE owner_type = 'AGENT'),
 o AS (
     INSERT INTO orders (organization_id, sender_wallet_id, receiver_wallet_id, amount_minor, currency,
                         order_type, status, sender_owner_type, receiver_owner_type, provider, completed_at)
-    SELECT $org, sys.id, first_agent.id, 1000000::bigint * $wallets, 'NGN', 'AGENT_TOPUP', 'COMPLETED',
-           'SYSTEM', 'AGENT', 'CASH', now() FROM sys, first_agent
-    RETURNING id
-), t AS (INSERT INTO ledger_transactions (order_id, kind) SELECT id, 'TRANSFER' FROM o RETURNING id)
+    SELECT $org, sys.id, ag.id, 1000000, 'NGN', 'AGENT_TOPUP', 'COMPLETED', 'SYSTEM', 'AGENT', 'CASH', now()
+      FROM sys, ag ORDER BY ag.k
+    RETURNING id, receiver_wallet_id
+), t AS (INSERT INTO ledger_transactions (order_id, kind) SELECT id, 'TRANSFER' FROM o RETURNING id, order_id)
 INSERT INTO ledger_entries (transaction_id, wallet_id, currency, amount_minor, balance_after_minor)
-SELECT t.id, w.id, 'NGN', 1000000, 1000000 FROM t, wallets w WHERE w.owner_type = 'AGENT'
+SELECT t.id, o.receiver_wallet_id, 'NGN', 1000000, 1000000 FROM t JOIN o ON o.id = t.order_id
 UNION ALL
-SELECT t.id, sys.id, 'NGN', -1000000::bigint * $wallets, -1000000::bigint * $wallets FROM t, sys;
+SELECT t.id, sys.id, 'NGN', -1000000, -1000000::bigint * ag.k
+  FROM t JOIN o ON o.id = t.order_id JOIN ag ON ag.id = o.receiver_wallet_id, sys;
 UPDATE wallets SET balance_minor = -1000000::bigint * $wallets WHERE system_key = 'CASH';
 COMMIT;
 VACUUM ANALYZE;
