@@ -7,6 +7,7 @@ use serde_json::json;
 use tiamat_tests::{As, TestApp};
 
 use crate::ledger::{balance, books, deposit, meter_wallet, transfer, verify, wallet_of};
+use crate::money::report_revenue;
 
 #[actix_web::test]
 async fn money_flows_from_deposit_to_agent_to_meter_and_back() {
@@ -14,14 +15,7 @@ async fn money_flows_from_deposit_to_agent_to_meter_and_back() {
     let b = books(&app, "Flow").await;
     let (_, meter) = meter_wallet(&app, &b, "FLOW-1").await;
     // New grids are hidden from reporting until an operator shows them.
-    let r = app
-        .patch(
-            &format!("/api/v1/grids/{}", b.grid),
-            &app.root,
-            json!({"is_hidden_from_reporting": false}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    report_revenue(&app, &b).await;
 
     let d = deposit(&app, b.org_wallet, 100_000).await;
     assert_eq!(d["order_type"], "ORGANIZATION_TOPUP");
